@@ -1,0 +1,171 @@
+"""The executor queue API under /.executors/: dequeue, heartbeat, logs, outcomes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from offload.api.executor_auth import ExecutorAuth
+from offload.dispatch.dispatcher import Dispatcher, UnknownQueue
+from offload.dispatch.registry import ExecutorRegistry
+from offload.protocol import routes
+from offload.protocol.wire import (
+    AddExecutionLogEntry,
+    DequeueRequest,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    JobOperation,
+    MarkErrored,
+    UpdateExecutionLogEntry,
+)
+from offload.queue.record import Lease, NotOwned
+
+# The longest long-poll the server grants, whatever the executor asks for.
+MAX_WAIT = 30.0
+
+
+def not_owned(exc: NotOwned) -> JSONResponse:
+    """404: the caller no longer holds the job (the protocol's 'unknown job')."""
+    return JSONResponse({"error": str(exc)}, status_code=404)
+
+
+def executor_router(
+    dispatcher: Dispatcher, registry: ExecutorRegistry, auth: ExecutorAuth
+) -> APIRouter:
+    """The routes executors call."""
+    router = APIRouter(prefix=routes.PREFIX)
+
+    @router.get("/test/auth")
+    async def test_auth(request: Request) -> PlainTextResponse:
+        await auth.require_executor(request)
+        return PlainTextResponse("ok")
+
+    async def dequeue(request: Request, body: DequeueRequest, names: list[str]) -> Response:
+        await auth.require_executor(request)
+        if not body.executor_name:
+            raise HTTPException(400, "executorName is required")
+        try:
+            leased = await dispatcher.dequeue(
+                body.executor_name, names, wait=min(max(body.wait, 0.0), MAX_WAIT)
+            )
+        except UnknownQueue as exc:
+            raise HTTPException(400, str(exc)) from exc
+        if leased is None:
+            return Response(status_code=204)
+        return JSONResponse(leased.job.dump())
+
+    @router.post("/queue/dequeue")
+    async def dequeue_any(request: Request, body: DequeueRequest) -> Response:
+        return await dequeue(request, body, body.queues or [])
+
+    @router.post("/queue/{queue}/dequeue")
+    async def dequeue_one(queue: str, request: Request, body: DequeueRequest) -> Response:
+        return await dequeue(request, body, [queue])
+
+    async def heartbeat(
+        request: Request, body: HeartbeatRequest, queue: str | None
+    ) -> dict[str, Any]:
+        await auth.require_executor(request)
+        ids: dict[str, list[int]] = {}
+        if queue is not None:
+            ids[queue] = [int(i) for i in body.job_ids]
+        else:
+            # Multi-queue executors name jobs "<id>-<queue>" or group them by queue.
+            for uid in body.job_ids:
+                job_id, _, name = uid.partition("-")
+                ids.setdefault(name, []).append(int(job_id))
+            for group in body.job_ids_by_queue:
+                ids.setdefault(group.queue_name, []).extend(int(i) for i in group.job_ids)
+        names = [queue] if queue is not None else (body.queue_names or list(ids))
+        await registry.heartbeat(body, names)
+        beats = await dispatcher.heartbeat(body.executor_name, ids)
+
+        def wire_id(job_id: int, name: str) -> str:
+            return str(job_id) if queue is not None else f"{job_id}-{name}"
+
+        return HeartbeatResponse(
+            known_ids=[wire_id(i, n) for n, b in beats.items() for i in b.known_ids],
+            cancel_ids=[wire_id(i, n) for n, b in beats.items() for i in b.cancel_ids],
+        ).dump()
+
+    @router.post("/queue/heartbeat")
+    async def heartbeat_any(request: Request, body: HeartbeatRequest) -> dict[str, Any]:
+        return await heartbeat(request, body, None)
+
+    @router.post("/queue/{queue}/heartbeat")
+    async def heartbeat_one(queue: str, request: Request, body: HeartbeatRequest) -> dict[str, Any]:
+        return await heartbeat(request, body, queue)
+
+    async def lease_of(request: Request, queue: str, body: JobOperation) -> Lease:
+        if queue not in dispatcher.stores:
+            raise HTTPException(404, f"unknown queue {queue}")
+        grant = await auth.require_job(request, queue=queue)
+        if grant is not None:
+            if grant.job_id != body.job_id:
+                raise HTTPException(403, "the job token belongs to another job")
+            return grant.lease
+        record = await dispatcher.stores[queue].get(body.job_id)
+        if record is None or record.worker_hostname != body.executor_name or not record.lease_token:
+            raise HTTPException(
+                404, f"job {body.job_id} of queue {queue} is not held by {body.executor_name}"
+            )
+        return Lease(queue, body.job_id, body.executor_name, record.lease_token)
+
+    @router.post("/queue/{queue}/addExecutionLogEntry")
+    async def add_log(queue: str, request: Request, body: AddExecutionLogEntry) -> Response:
+        lease = await lease_of(request, queue, body)
+        try:
+            entry_id = await dispatcher.stores[queue].add_log_entry(lease, body.entry())
+        except NotOwned as exc:
+            return not_owned(exc)
+        return JSONResponse(entry_id)
+
+    @router.post("/queue/{queue}/updateExecutionLogEntry")
+    async def update_log(queue: str, request: Request, body: UpdateExecutionLogEntry) -> Response:
+        lease = await lease_of(request, queue, body)
+        try:
+            await dispatcher.stores[queue].update_log_entry(lease, body.entry_id, body.entry())
+        except NotOwned as exc:
+            return not_owned(exc)
+        return Response(status_code=204)
+
+    async def finish(queue: str, lease: Lease, verb: str, message: str = "") -> Response:
+        store = dispatcher.stores[queue]
+        try:
+            if verb == "complete":
+                await store.mark_complete(lease)
+            elif verb == "errored":
+                await store.mark_errored(lease, message)
+            elif verb == "failed":
+                await store.mark_failed(lease, message)
+            else:
+                await store.release(lease)
+        except NotOwned as exc:
+            return not_owned(exc)
+        await dispatcher.tokens.revoke(queue, lease.id)
+        return Response(status_code=204)
+
+    @router.post("/queue/{queue}/markComplete")
+    async def mark_complete(queue: str, request: Request, body: JobOperation) -> Response:
+        return await finish(queue, await lease_of(request, queue, body), "complete")
+
+    @router.post("/queue/{queue}/markErrored")
+    async def mark_errored(queue: str, request: Request, body: MarkErrored) -> Response:
+        return await finish(
+            queue, await lease_of(request, queue, body), "errored", body.error_message
+        )
+
+    @router.post("/queue/{queue}/markFailed")
+    async def mark_failed(queue: str, request: Request, body: MarkErrored) -> Response:
+        return await finish(
+            queue, await lease_of(request, queue, body), "failed", body.error_message
+        )
+
+    @router.post("/queue/{queue}/release")
+    async def release(queue: str, request: Request, body: JobOperation) -> Response:
+        # offload: an executor that stops hands its unfinished jobs back at once.
+        return await finish(queue, await lease_of(request, queue, body), "release")
+
+    return router

@@ -1,0 +1,318 @@
+"""The `offload` command: one Typer app; each command builds its settings and awaits one run_*."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import sqlite3
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, ClassVar, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from offload import __version__, logs
+from offload.config import Settings
+from offload.db.base import DatabaseUnavailable, SchemaMismatch
+from offload.db.url import DatabaseURLError
+
+app = typer.Typer(
+    name="offload",
+    help="Run expensive, untrusted work (batch changes, code indexing) on sandboxed executors.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+migrate_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+app.add_typer(migrate_app, name="migrate")
+
+
+def _add_feature_commands() -> None:
+    # Each feature keeps its commands next to its code; this is the one place they meet.
+    from offload.dispatch.cli import executors_app, secrets_app
+    from offload.executor.cli import executor_app
+    from offload.jobs.cli import jobs_app, run
+    from offload.repos.cli import repos_app
+
+    app.add_typer(repos_app, name="repos")
+    app.add_typer(jobs_app, name="jobs")
+    app.add_typer(executor_app, name="executor")
+    app.add_typer(executors_app, name="executors")
+    app.add_typer(secrets_app, name="secrets")
+    app.command(context_settings={"allow_interspersed_args": False})(run)
+
+
+out = Console()
+err = Console(stderr=True)
+
+
+class State:
+    """Options given before the command, shared by every command."""
+
+    log_format: str = "text"
+    log_level: str = "info"
+    overrides: ClassVar[dict[str, Any]] = {}
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print one clear line to stderr and exit with `code`."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def settings() -> Settings:
+    """Settings from the environment and the global options; a bad value exits with code 2."""
+    try:
+        built = Settings(**State.overrides)
+        built.database()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = "OFFLOAD_" + "_".join(str(p) for p in first["loc"]).upper()
+        fail(f"{field}: {first['msg']} (got {first.get('input')!r})", 2)
+    except DatabaseURLError as exc:
+        fail(str(exc), 2)
+    logs.configure(built.log_format, built.log_level)
+    return built
+
+
+def run(main: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
+    """Run a command's coroutine, turning the errors users can fix into one line and a code."""
+    try:
+        code = asyncio.run(main())
+    except DatabaseURLError as exc:
+        fail(str(exc), 2)
+    except SchemaMismatch as exc:
+        fail(str(exc), 1)
+    except DatabaseUnavailable as exc:
+        fail(str(exc), 1)
+    except KeyboardInterrupt:
+        code = 130
+    raise typer.Exit(code)
+
+
+@app.callback()
+def common(
+    log_format: Annotated[
+        str | None,
+        typer.Option("--log-format", help="text (default) or json, one object per line."),
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="debug, info (default), warning or error.")
+    ] = None,
+) -> None:
+    """offload: run expensive, untrusted work on a fleet of sandboxed executors.
+
+    Settings come from OFFLOAD_* environment variables (OFFLOAD_DATABASE_URL, OFFLOAD_DATA_DIR,
+    OFFLOAD_PORT, ...); with no OFFLOAD_DATABASE_URL, offload uses a SQLite file in its data dir.
+    """
+    if log_format is not None:
+        State.overrides["log_format"] = log_format
+    if log_level is not None:
+        State.overrides["log_level"] = log_level
+
+
+def _common_args() -> list[str]:
+    args = []
+    for key in ("log_format", "log_level"):
+        if key in State.overrides:
+            args += [f"--{key.replace('_', '-')}", str(State.overrides[key])]
+    return args
+
+
+@app.command()
+def up(
+    port: Annotated[
+        int | None, typer.Option(help="Port of the server (0 picks a free one).")
+    ] = None,
+) -> None:
+    """Run everything on this machine: migrate, then the server and the worker.
+
+    The laptop mode: no set-up, an embedded SQLite database in the data dir.
+
+    Examples:
+
+        offload up
+
+        OFFLOAD_DATA_DIR=/srv/offload offload up --port 9000
+    """
+    if port is not None:
+        State.overrides["port"] = port
+    config = settings()
+    from offload.up import run_up
+
+    run(lambda: run_up(config, _common_args()))
+
+
+@app.command()
+def server(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (0 picks a free one).")
+    ] = None,
+) -> None:
+    """Serve the HTTP API, /metrics and /healthz.
+
+    Examples:
+
+        offload server --port 8080
+
+        OFFLOAD_DATABASE_URL=postgresql://offload@db/offload offload server --host 0.0.0.0
+    """
+    if host is not None:
+        State.overrides["host"] = host
+    if port is not None:
+        State.overrides["port"] = port
+    config = settings()
+    from offload.api.server import run_server
+
+    run(lambda: run_server(config))
+
+
+@app.command()
+def worker(
+    job: Annotated[
+        list[str] | None,
+        typer.Option("--job", "-j", help="Run only this job (repeatable); all jobs by default."),
+    ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List every job and exit.")] = False,
+) -> None:
+    """Run background jobs: resetters, janitors, metrics (all of them by default).
+
+    Examples:
+
+        offload worker
+
+        offload worker --job queues.resetter --job metrics.queue-size
+
+        offload worker --list
+    """
+    from offload.worker.service import list_jobs, run_worker
+
+    jobs = list_jobs()
+    if list_:
+        width = max(len(name) for name, _ in jobs)
+        for name, description in jobs:
+            out.print(f"{name:<{width}}  {description}", highlight=False, soft_wrap=True)
+        raise typer.Exit(0)
+    names = job or []
+    valid = [name for name, _ in jobs]
+    unknown = [name for name in names if name not in valid]
+    if unknown:
+        fail(f"unknown job {', '.join(unknown)}; valid jobs: {', '.join(valid)}", 2)
+    config = settings()
+    run(lambda: run_worker(config, names))
+
+
+@migrate_app.command("up")
+def migrate_up() -> None:
+    """Migrate the database to this release's schema (safe to run again).
+
+    Example:
+
+        OFFLOAD_DATABASE_URL=postgresql://offload@db/offload offload migrate up
+    """
+    config = settings()
+    from offload.db import schema
+
+    async def main() -> int:
+        url = config.database()
+        found = await schema.upgrade(url)
+        out.print(
+            f"{url.redacted()} is at schema revision {found.current} (newest)", highlight=False
+        )
+        return 0
+
+    run(main)
+
+
+@migrate_app.command("status")
+def migrate_status() -> None:
+    """Show the database's schema revision and whether it needs `offload migrate up`.
+
+    Example:
+
+        offload migrate status
+    """
+    config = settings()
+    from offload.db import schema
+
+    async def main() -> int:
+        url = config.database()
+        found = await schema.status(url)
+        if not found.known:
+            out.print(schema.too_new_message(found), highlight=False)
+            return 1
+        verdict = "up to date" if found.up_to_date else "needs `offload migrate up`"
+        out.print(
+            f"{url.redacted()}: revision {found.current or '(empty)'}, "
+            f"newest {found.head}: {verdict}",
+            highlight=False,
+        )
+        return 0 if found.up_to_date else 3
+
+    run(main)
+
+
+@app.command()
+def version() -> None:
+    """Print the version of offload and of what it runs on.
+
+    Example:
+
+        offload version
+    """
+    out.print(
+        f"offload {__version__} (python {platform.python_version()}, "
+        f"sqlite {sqlite3.sqlite_version}, {sys.platform}/{platform.machine()})",
+        highlight=False,
+    )
+
+
+@app.command()
+def queues() -> None:
+    """Show every queue: records per state and how long the oldest queued one has waited.
+
+    Example:
+
+        offload queues
+    """
+    config = settings()
+    from offload.db import schema
+    from offload.db.connect import connect
+    from offload.queue.states import State as RecordState
+    from offload.queue.store import SqlQueueStore
+    from offload.queues import QUEUES
+
+    async def main() -> int:
+        url = config.database()
+        db = await connect(url, attempts=1)
+        try:
+            await schema.require_current(url)
+            table = Table("queue", *(s.value for s in RecordState), "oldest queued")
+            for spec in QUEUES.values():
+                store = SqlQueueStore(db, spec)
+                counts = await store.counts()
+                age = await store.oldest_queued_age()
+                table.add_row(
+                    spec.name,
+                    *(str(counts[s]) for s in RecordState),
+                    f"{age.total_seconds():.1f}s" if age is not None else "-",
+                )
+            out.print(table)
+        finally:
+            await db.close()
+        return 0
+
+    run(main)
+
+
+_add_feature_commands()
+
+
+def main() -> None:
+    """Entry point of the `offload` console script."""
+    app()

@@ -1,0 +1,87 @@
+"""Settings, read from the environment once at start-up and passed down explicitly."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import platformdirs
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from offload.db.url import DatabaseURL
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any) -> Any:
+    """`30s`, `5m`, `2h`, `7d`, `250ms` or plain seconds as a timedelta; other types pass."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m, 2h or 7d")
+        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def checkout_root() -> Path | None:
+    """The source checkout offload runs from, if it runs from one."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "src" / "offload").is_dir():
+        return root
+    return None
+
+
+def default_data_dir() -> Path:
+    """`.offload` in the checkout when run from one, else the user's data directory."""
+    root = checkout_root()
+    if root is not None:
+        return root / ".offload"
+    return Path(platformdirs.user_data_dir("offload"))
+
+
+class Settings(BaseSettings):
+    """Every setting of every offload process (environment variables OFFLOAD_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="OFFLOAD_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    # PostgreSQL in production; unset means the embedded SQLite file in the data dir.
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Where commands such as `offload run` reach the server (default: host and port above).
+    url: str | None = None
+    worker_host: str = "127.0.0.1"
+    worker_port: int = 8081
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # How long a stopping process lets running work finish before handing it back.
+    stop_timeout: Duration = timedelta(seconds=30)
+    resetter_interval: Duration = timedelta(seconds=5)
+    janitor_interval: Duration = timedelta(minutes=10)
+    metrics_interval: Duration = timedelta(seconds=5)
+    # Logs of finished jobs are dropped after this; the records themselves after the next.
+    logs_retention: Duration = timedelta(days=7)
+    records_retention: Duration = timedelta(days=30)
+    # How often `repos.syncer` fetches every mirrored repository from its source.
+    repos_sync_interval: Duration = timedelta(minutes=5)
+
+    def server_url(self) -> str:
+        """The server's base URL as clients should use it."""
+        if self.url:
+            return self.url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def database(self) -> DatabaseURL:
+        """The database to use; raises DatabaseURLError naming OFFLOAD_DATABASE_URL if malformed."""
+        if self.database_url:
+            return DatabaseURL.parse(self.database_url)
+        return DatabaseURL.for_sqlite(self.data_dir / "offload.db")

@@ -1,0 +1,164 @@
+"""Every table of offload, in SQLAlchemy Core: the single source the migrations must match."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+# JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+# SQLite has no BIGINT rowid alias: INTEGER PRIMARY KEY is what makes ids auto-increment there.
+IdType = BigInteger().with_variant(Integer(), "sqlite")
+TIME = DateTime(timezone=True)
+
+
+def record_queue_columns() -> list[Column[object]]:
+    """The columns every record-queue table carries (see queue/README.md)."""
+    return [
+        Column("id", IdType, primary_key=True, autoincrement=True),
+        Column("state", String(16), nullable=False, server_default="queued"),
+        Column("failure_message", Text),
+        Column("queued_at", TIME, nullable=False),
+        Column("started_at", TIME),
+        Column("last_heartbeat_at", TIME),
+        Column("finished_at", TIME),
+        Column("process_after", TIME),
+        Column("num_resets", Integer, nullable=False, server_default="0"),
+        Column("num_failures", Integer, nullable=False, server_default="0"),
+        Column("worker_hostname", Text),
+        Column("cancel", Boolean, nullable=False, server_default=text("false")),
+        # Minted at each dequeue; fences every later call of the holder (see queue/store.py).
+        Column("lease_token", String(64)),
+    ]
+
+
+def record_queue_indexes(table: str) -> list[Index]:
+    """Indexes that keep dequeue, heartbeat and the resetter off full scans."""
+    return [
+        Index(
+            f"{table}_dequeue_idx",
+            "queued_at",
+            "id",
+            postgresql_where=text("state IN ('queued', 'errored')"),
+            sqlite_where=text("state IN ('queued', 'errored')"),
+        ),
+        Index(
+            f"{table}_processing_idx",
+            "last_heartbeat_at",
+            postgresql_where=text("state = 'processing'"),
+            sqlite_where=text("state = 'processing'"),
+        ),
+        Index(f"{table}_state_finished_idx", "state", "finished_at"),
+    ]
+
+
+# Generic jobs: a command run against a repository on an executor (`offload run`).
+jobs = Table(
+    "jobs",
+    metadata,
+    *record_queue_columns(),
+    Column("payload", JSONType, nullable=False),
+    *record_queue_indexes("jobs"),
+)
+
+# One row per command a job ran, appended and updated while it runs (any queue's records).
+execution_logs = Table(
+    "execution_logs",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("queue", String(64), nullable=False),
+    Column("record_id", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("command", JSONType, nullable=False),
+    Column("start_time", TIME, nullable=False),
+    Column("exit_code", Integer),
+    Column("out", Text, nullable=False, server_default=""),
+    Column("duration_ms", Integer),
+    Index("execution_logs_record_idx", "queue", "record_id", "id"),
+)
+
+# Repositories the server mirrors (repos/registry.py), each in <data_dir>/repos/<name>.git.
+repos = Table(
+    "repos",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("created_at", TIME, nullable=False),
+    Column("default_branch", Text),
+    Column("head_commit", String(64)),
+    # Every sync sets last_attempt_at; only a successful one sets last_synced_at and clears
+    # last_error, so a failing source still shows how old its mirror is.
+    Column("last_attempt_at", TIME),
+    Column("last_synced_at", TIME),
+    Column("last_error", Text),
+    Index("repos_name_idx", "name", unique=True),
+)
+
+# Site settings the server keeps in the database (the executor token, for one).
+site_config = Table(
+    "site_config",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# Executors, registered and kept current by their heartbeats.
+executors = Table(
+    "executors",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("hostname", String(255), nullable=False, unique=True),
+    Column("queues", JSONType, nullable=False),
+    Column("os", String(64), nullable=False, server_default=""),
+    Column("architecture", String(64), nullable=False, server_default=""),
+    Column("executor_version", String(64), nullable=False, server_default=""),
+    Column("git_version", String(64), nullable=False, server_default=""),
+    Column("docker_version", String(64), nullable=False, server_default=""),
+    Column("runtime", String(64), nullable=False, server_default=""),
+    Column("first_seen_at", TIME, nullable=False),
+    Column("last_seen_at", TIME, nullable=False),
+)
+
+# Per-job tokens: only their sha256 is kept; one per job and queue at a time.
+executor_job_tokens = Table(
+    "executor_job_tokens",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("value_sha256", String(64), nullable=False, unique=True),
+    Column("job_id", BigInteger, nullable=False),
+    Column("queue", String(64), nullable=False),
+    Column("repo", Text, nullable=False),
+    Column("holder", Text, nullable=False),
+    Column("lease_token", String(64), nullable=False),
+    Column("created_at", TIME, nullable=False),
+    UniqueConstraint("job_id", "queue", name="executor_job_tokens_job_queue_key"),
+)
+
+# Secrets handed to jobs by name; values never leave the server except to a job's executor.
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", TIME, nullable=False),
+    Column("updated_at", TIME, nullable=False),
+)

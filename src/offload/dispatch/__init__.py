@@ -1,0 +1,1 @@
+"""Dispatch: handing the records of the executor queues out to executors, and back."""

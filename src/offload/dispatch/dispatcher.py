@@ -1,0 +1,133 @@
+"""The server side of dequeue and heartbeat across executor queues."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from offload.clock import Clock, SystemClock
+from offload.db.base import Database
+from offload.dispatch.queue import ExecutorQueue, TransformError
+from offload.dispatch.tokens import JobTokens
+from offload.protocol.wire import Job
+from offload.queue.record import Heartbeat, NotOwned, Record
+from offload.queue.store import SqlQueueStore
+
+log = logging.getLogger(__name__)
+
+
+class UnknownQueue(LookupError):
+    """An executor asked for a queue the server does not have; the message lists the valid ones."""
+
+
+@dataclass(frozen=True)
+class Leased:
+    """A job handed to an executor, with the token it acts with."""
+
+    job: Job
+    record: Record
+
+
+class Dispatcher:
+    """Dequeues for executors (weighted between queues, long-polling) and takes heartbeats."""
+
+    def __init__(
+        self,
+        db: Database,
+        queues: Mapping[str, ExecutorQueue],
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.db = db
+        self.queues = dict(queues)
+        self.clock = clock or SystemClock()
+        self.stores = {name: SqlQueueStore(db, q.spec, clock=clock) for name, q in queues.items()}
+        self.tokens = JobTokens(db, clock=clock)
+        self._rng = rng or random.Random()
+        self._closing = asyncio.Event()
+
+    def close(self) -> None:
+        """Answer every waiting long poll now (the server is stopping)."""
+        self._closing.set()
+
+    def check(self, names: Sequence[str]) -> list[str]:
+        """`names` if every one is a queue here; UnknownQueue otherwise."""
+        unknown = [name for name in names if name not in self.queues]
+        if unknown or not names:
+            raise UnknownQueue(
+                f"unknown queue {', '.join(unknown) or '(none given)'}; "
+                f"valid queues: {', '.join(self.queues)}"
+            )
+        return list(names)
+
+    def _order(self, names: Sequence[str]) -> list[str]:
+        """`names` in a weighted random order, so each queue gets its share of executors."""
+        pool = list(names)
+        ordered: list[str] = []
+        while pool:
+            weights = [self.queues[name].weight for name in pool]
+            pick = self._rng.choices(pool, weights=weights)[0]
+            ordered.append(pick)
+            pool.remove(pick)
+        return ordered
+
+    async def dequeue(self, holder: str, names: Sequence[str], wait: float = 0.0) -> Leased | None:
+        """A job from one of `names` for `holder`, waiting up to `wait` s; None if none came."""
+        names = self.check(names)
+        deadline = time.monotonic() + wait
+        waiters = [await self.db.waiter(name) for name in names] if wait > 0 else []
+        try:
+            while True:
+                for waiter in waiters:
+                    waiter.clear()
+                for name in self._order(names):
+                    leased = await self._dequeue_one(holder, name)
+                    if leased is not None:
+                        return leased
+                remaining = deadline - time.monotonic()
+                if not waiters or remaining <= 0 or self._closing.is_set():
+                    return None
+                pending = [asyncio.ensure_future(w.wait(remaining)) for w in waiters]
+                pending.append(asyncio.ensure_future(self._closing.wait()))
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for future in pending:
+                    future.cancel()
+        finally:
+            for waiter in waiters:
+                waiter.close()
+
+    async def _dequeue_one(self, holder: str, name: str) -> Leased | None:
+        store = self.stores[name]
+        while True:
+            records = await store.dequeue(holder, limit=1)
+            if not records:
+                return None
+            record = records[0]
+            try:
+                job = await self.queues[name].transform(record, self.db)
+            except (TransformError, LookupError) as exc:
+                # A record that cannot become a job would fail on every executor: fail it once.
+                log.warning("failing job %s of queue %s: %s", record.id, name, exc)
+                message = f"failed to transform record: {exc}"
+                try:
+                    await store.mark_failed(record.lease, message)
+                except NotOwned:
+                    pass
+                continue
+            job.token = await self.tokens.mint(record, job.repository_name)
+            return Leased(job, record)
+
+    async def heartbeat(
+        self, holder: str, ids: Mapping[str, Sequence[int]]
+    ) -> dict[str, Heartbeat]:
+        """Each queue's heartbeat of `holder`'s jobs."""
+        return {
+            name: await self.stores[name].heartbeat(holder, job_ids)
+            for name, job_ids in ids.items()
+            if name in self.stores
+        }

@@ -1,0 +1,27 @@
+"""ExecutorQueue: a record queue that executors consume, and how its records become jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from offload.db.base import Database
+from offload.protocol.wire import Job
+from offload.queue.record import Record
+from offload.queue.spec import QueueSpec
+
+# Turns a leased record into the job payload an executor runs (without its token).
+Transform = Callable[[Record, Database], Awaitable[Job]]
+
+
+class TransformError(ValueError):
+    """A record cannot become a job; it is failed with this message."""
+
+
+@dataclass(frozen=True)
+class ExecutorQueue:
+    """One queue executors can ask for, with its share of multi-queue dequeues."""
+
+    spec: QueueSpec
+    transform: Transform
+    weight: int = 1

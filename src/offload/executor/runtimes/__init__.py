@@ -1,0 +1,1 @@
+"""Runtimes: how an executor isolates the steps of a job (see base.py)."""

@@ -1,0 +1,69 @@
+"""The contract every runtime keeps: make images ready, say how to run a step, stop it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The runtime cannot work on this machine; the message says why and what to install."""
+
+
+class ImageNotFound(LookupError):
+    """An image a job needs is neither in the local store nor pullable; the message says how."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one step may use. Zero means no limit of that kind."""
+
+    cpus: float = 0.0
+    memory_bytes: int = 0
+    pids: int = 4096
+    open_files: int = 4096
+    # Steps get no network unless the job explicitly allows it.
+    network: bool = False
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a job, as the runtime needs it.
+
+    `script` and `dir` are relative to the workspace root, which every runtime mounts
+    read-write at WORKSPACE_MOUNT inside the isolation (the script is run with /bin/sh).
+    """
+
+    key: str
+    script: str
+    image: str | None = None  # None: the runtime's default root filesystem
+    dir: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+# Where the workspace appears inside every runtime, so scripts can rely on one path.
+WORKSPACE_MOUNT = "/data"
+
+
+class Runtime(Protocol):
+    """One way of isolating steps (sandbox, docker, shell, ...)."""
+
+    name: str
+
+    async def check(self) -> str:
+        """Verify the runtime works here: a one-line description, or RuntimeUnavailable."""
+        ...
+
+    async def prepare(self, images: Sequence[str]) -> None:
+        """Make every image ready to run (import, unpack, pull); ImageNotFound otherwise."""
+        ...
+
+    def command(self, step: Step, workspace: Path, limits: Limits, run_id: str) -> list[str]:
+        """The host command (argv) that runs `step` isolated; run_id names engine-side objects."""
+        ...
+
+    async def stop(self, run_id: str) -> None:
+        """Stop what the engine still runs for `run_id` after its process group was killed."""
+        ...

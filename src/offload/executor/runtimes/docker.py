@@ -1,0 +1,149 @@
+"""The docker runtime: each step in a throwaway container of Docker or Podman (docker CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from offload.executor.runtimes.base import (
+    WORKSPACE_MOUNT,
+    ImageNotFound,
+    Limits,
+    RuntimeUnavailable,
+    Step,
+)
+
+
+class DockerRuntime:
+    """`docker run --rm --network none` with limits and hardening, via the docker CLI."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        *,
+        docker: str = "docker",
+        host: str | None = None,
+        default_image: str = "busybox:latest",
+        pull: bool = True,
+        timeout: float = 60.0,
+    ) -> None:
+        self._docker = shutil.which(docker) or docker
+        self._host = host
+        self.default_image = default_image
+        self._pull = pull
+        self._timeout = timeout
+
+    async def check(self) -> str:
+        """Ask the engine for its name and version; RuntimeUnavailable when it does not answer."""
+        if shutil.which(self._docker) is None:
+            raise RuntimeUnavailable(
+                f"docker runtime: the docker CLI {self._docker!r} is not installed; install "
+                "docker.io (or podman with podman-docker), or set the CLI path in the config"
+            )
+        code, out, err = await self._cli(
+            "version", "--format", "{{.Server.Platform.Name}} {{.Server.Version}}"
+        )
+        if code != 0:
+            raise RuntimeUnavailable(
+                f"docker runtime: no engine answers at {self._where()} ({_last(err)}); start "
+                "dockerd or `podman system service`, or point DOCKER_HOST at a running one"
+            )
+        # Podman names itself; Debian's docker.io leaves the platform name empty.
+        engine = out.strip() if " " in out.strip() else f"engine {out.strip()}"
+        return (
+            f"docker: {engine} at {self._where()} via {self._docker}; containers run with "
+            "--network none (unless allowed), --cap-drop ALL, no-new-privileges, read-only root"
+        )
+
+    async def prepare(self, images: Sequence[str]) -> None:
+        """Make sure the engine has every image, pulling when allowed; ImageNotFound otherwise."""
+        for image in dict.fromkeys(i or self.default_image for i in images):
+            code, _, _ = await self._cli("image", "inspect", "--format", "{{.Id}}", image)
+            if code == 0:
+                continue
+            why = "this executor does not pull images"
+            if self._pull:
+                code, _, err = await self._cli("pull", "--quiet", image)
+                if code == 0:
+                    continue
+                why = f"pulling it failed: {_last(err)}"
+            raise ImageNotFound(
+                f"image {image} is not in the docker engine at {self._where()} and {why}; "
+                f"load it into the engine (`docker load -i IMAGE.tar` or "
+                f"`docker import ROOTFS.tar {image}`)"
+            )
+
+    def command(self, step: Step, workspace: Path, limits: Limits, run_id: str) -> list[str]:
+        """The `docker run` argv of the step, named offload-<run_id> so stop() can find it."""
+        argv = [*self._base(), "run", "--rm", "--name", container_name(run_id)]
+        if not limits.network:
+            argv += ["--network", "none"]
+        argv += [
+            "--cap-drop", "ALL",
+            "--security-opt", "no-new-privileges",
+            "--read-only",
+            "--tmpfs", "/tmp",
+        ]  # fmt: skip
+        if limits.cpus > 0:
+            argv += ["--cpus", f"{limits.cpus:g}"]
+        if limits.memory_bytes > 0:
+            # Same value for swap: the limit is on memory, not memory plus swap.
+            argv += ["--memory", str(limits.memory_bytes)]
+            argv += ["--memory-swap", str(limits.memory_bytes)]
+        if limits.pids > 0:
+            argv += ["--pids-limit", str(limits.pids)]
+        if limits.open_files > 0:
+            argv += ["--ulimit", f"nofile={limits.open_files}:{limits.open_files}"]
+        argv += ["-v", f"{workspace}:{WORKSPACE_MOUNT}"]
+        argv += ["-w", posixpath.normpath(posixpath.join(WORKSPACE_MOUNT, step.dir))]
+        env = {"HOME": "/tmp", **step.env}
+        for key, value in env.items():
+            argv += ["-e", f"{key}={value}"]
+        script = posixpath.normpath(posixpath.join(WORKSPACE_MOUNT, step.script))
+        return [*argv, "--entrypoint", "/bin/sh", step.image or self.default_image, script]
+
+    async def stop(self, run_id: str) -> None:
+        """Remove the run's container: killing the CLI client leaves the container running."""
+        code, _, err = await self._cli("rm", "--force", container_name(run_id))
+        if code != 0 and "no such container" not in err.lower():
+            raise RuntimeError(
+                f"could not remove container {container_name(run_id)} at {self._where()}: "
+                f"{_last(err)}; remove it with `docker rm -f {container_name(run_id)}`"
+            )
+
+    def _base(self) -> list[str]:
+        return [self._docker, *(["--host", self._host] if self._host else [])]
+
+    def _where(self) -> str:
+        return self._host or "the default DOCKER_HOST"
+
+    async def _cli(self, *args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *self._base(),
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), self._timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return 124, "", f"`docker {args[0]}` did not answer within {self._timeout:g}s"
+        return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def container_name(run_id: str) -> str:
+    """The engine-side name of a run's container."""
+    safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in run_id)
+    return f"offload-{safe}"
+
+
+def _last(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else "no output"

@@ -1,0 +1,98 @@
+"""A job's workspace: a scratch directory with the repository checked out at the commit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from offload.protocol.wire import Job
+
+SCRIPTS = ".offload"  # where step scripts live inside the workspace
+
+
+class WorkspaceError(ValueError):
+    """A job asks for a path outside its workspace, or similar; the job cannot run."""
+
+
+def inside(root: Path, relative: str) -> Path:
+    """`root/relative`, refusing anything that would land outside `root`."""
+    path = (root / relative).resolve()
+    if path != root.resolve() and root.resolve() not in path.parents:
+        raise WorkspaceError(f"path {relative!r} leaves the workspace")
+    return path
+
+
+def create(parent: Path, job: Job) -> Path:
+    """A fresh workspace directory for `job`."""
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"workspace-{job.id}-", dir=parent))
+
+
+def write_files(root: Path, job: Job) -> list[str]:
+    """Write the job's files into the workspace; their paths."""
+    written = []
+    for relative, file in job.files.items():
+        path = inside(root, relative)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(file.content)
+        written.append(relative)
+    return written
+
+
+def write_script(root: Path, job: Job, index: int, commands: list[str]) -> str:
+    """The script of step `index`, written into the workspace; its path relative to the root."""
+    name = f"{SCRIPTS}/{job.id}.{index}_{job.repository_name.replace('/', '_')}@{job.commit}.sh"
+    path = inside(root, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # set -x shows each command in the log as it runs; set +e lets a step decide for itself.
+    path.write_text("set +e\nset -x\n" + "\n".join(commands) + "\n")
+    path.chmod(0o755)
+    return name
+
+
+def git_env() -> dict[str, str]:
+    """The environment of the executor's own git commands: no prompts, no LFS downloads."""
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "USER", "LANG", "TMPDIR")}
+    return {**keep, "GIT_TERMINAL_PROMPT": "0", "GIT_LFS_SKIP_SMUDGE": "1"}
+
+
+def git_commands(job: Job, repo_dir: Path, remote: str) -> list[tuple[str, list[str]]]:
+    """The (log key, argv) of each git command that checks the job's commit out."""
+    git = ["git", "-C", str(repo_dir)]
+    fetch = [*git, "-c", "protocol.version=2", "fetch", "--progress", "--no-recurse-submodules"]
+    if job.fetch_tags:
+        fetch.append("--tags")
+    if job.shallow_clone:
+        fetch += ["--no-tags", "--depth=1"]
+    if job.sparse_checkout:
+        fetch.append("--filter=blob:none")
+    commands = [
+        ("setup.git.init", [*git, "init", "--quiet"]),
+        ("setup.git.add-remote", [*git, "remote", "add", "origin", remote]),
+        ("setup.git.disable-gc", [*git, "config", "--local", "gc.auto", "0"]),
+        ("setup.git.fetch", [*fetch, "origin", job.commit]),
+    ]
+    if job.sparse_checkout:
+        commands += [
+            (
+                "setup.git.sparse-checkout-config",
+                [*git, "config", "--local", "core.sparseCheckout", "1"],
+            ),
+            (
+                "setup.git.sparse-checkout-set",
+                [*git, "sparse-checkout", "set", "--no-cone", "--", *job.sparse_checkout],
+            ),
+        ]
+    commands += [
+        ("setup.git.checkout", [*git, "checkout", "--progress", "--force", job.commit]),
+        # Indexers read the remote: point it at the repository's name, not the proxy.
+        ("setup.git.set-remote", [*git, "remote", "set-url", "origin", job.repository_name]),
+    ]
+    return commands
+
+
+def remove(root: Path) -> None:
+    """Delete a workspace (files written by sandboxed steps included)."""
+    shutil.rmtree(root, ignore_errors=True)

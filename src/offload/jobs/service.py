@@ -1,0 +1,160 @@
+"""Generic jobs: create one from a command line, follow it, cancel or retry it."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from offload.db.base import Database
+from offload.dispatch.secrets import Secrets, check_name
+from offload.jobs.queue import SPEC
+from offload.queue.record import LogEntry, Record
+from offload.queue.states import State
+from offload.queue.store import SqlQueueStore
+
+# Resolves a repository name and a revision to a commit, or raises LookupError saying why.
+Resolver = Callable[[str, str], Awaitable[str]]
+WORKDIR = "repository"
+STEP_KEY = "run"
+
+
+class JobRequestError(ValueError):
+    """A job request that cannot run; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What `offload run` asks for."""
+
+    repo: str
+    command: list[str]
+    rev: str = "HEAD"
+    image: str = ""
+    env: Sequence[str] = ()
+    secrets: Sequence[str] = ()
+    allow_network: bool = False
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as users see it."""
+
+    id: int
+    state: State
+    repo: str
+    commit: str
+    command: str
+    failure_message: str | None
+    exit_code: int | None
+    record: Record
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's JSON form."""
+        record = self.record
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "repository": self.repo,
+            "commit": self.commit,
+            "command": self.command,
+            "failureMessage": self.failure_message,
+            "exitCode": self.exit_code,
+            "queuedAt": record.queued_at.isoformat(),
+            "startedAt": record.started_at.isoformat() if record.started_at else None,
+            "finishedAt": record.finished_at.isoformat() if record.finished_at else None,
+            "executor": record.worker_hostname,
+            "numResets": record.num_resets,
+            "numFailures": record.num_failures,
+        }
+
+
+def exit_code_of(logs: Sequence[LogEntry]) -> int | None:
+    """The exit code of the job's step: the last step entry that finished."""
+    steps = [e for e in logs if e.key.startswith("step.") and e.exit_code is not None]
+    return steps[-1].exit_code if steps else None
+
+
+class JobService:
+    """Generic jobs on top of the record queue."""
+
+    def __init__(self, db: Database, resolve: Resolver) -> None:
+        self.db = db
+        self.store = SqlQueueStore(db, SPEC)
+        self.resolve = resolve
+
+    async def create(self, request: JobRequest) -> int:
+        """Enqueue a job; JobRequestError when it cannot run as asked."""
+        if not request.command:
+            raise JobRequestError(
+                "no command given; put it after --, e.g. offload run --repo r -- make test"
+            )
+        for pair in request.env:
+            if "=" not in pair or not pair.split("=", 1)[0]:
+                raise JobRequestError(f"--env {pair!r} must be NAME=value")
+        names = [check_name(n) for n in request.secrets]
+        await Secrets(self.db).values(names)  # UnknownSecret now rather than at dequeue
+        try:
+            commit = await self.resolve(request.repo, request.rev)
+        except LookupError as exc:
+            raise JobRequestError(str(exc)) from exc
+        payload = {
+            "repositoryName": request.repo,
+            "repositoryDirectory": WORKDIR,
+            "commit": commit,
+            "shallowClone": True,
+            "dockerSteps": [
+                {
+                    "key": STEP_KEY,
+                    "image": request.image,
+                    "commands": [shlex.join(request.command)],
+                    "dir": WORKDIR,
+                    "env": list(request.env),
+                }
+            ],
+            "secrets": names,
+            "allowNetwork": request.allow_network,
+        }
+        return await self.store.enqueue({"payload": payload})
+
+    async def view(self, job_id: int) -> JobView | None:
+        """One job, or None."""
+        record = await self.store.get(job_id)
+        if record is None:
+            return None
+        return self._view(record, await self.store.logs(job_id))
+
+    def _view(self, record: Record, logs: Sequence[LogEntry]) -> JobView:
+        payload = record.fields["payload"]
+        steps = payload.get("dockerSteps") or [{}]
+        return JobView(
+            id=record.id,
+            state=record.state,
+            repo=payload.get("repositoryName", ""),
+            commit=payload.get("commit", ""),
+            command=" && ".join(steps[0].get("commands", [])),
+            failure_message=record.failure_message,
+            exit_code=exit_code_of(logs),
+            record=record,
+        )
+
+    async def newest(self, limit: int = 50) -> list[JobView]:
+        """The newest jobs first."""
+        rows = await self.db.fetch(
+            "SELECT id FROM jobs ORDER BY id DESC LIMIT :limit", {"limit": limit}
+        )
+        views = [await self.view(int(r["id"])) for r in rows]
+        return [v for v in views if v is not None]
+
+    async def logs(self, job_id: int) -> list[LogEntry]:
+        """The job's log entries, oldest first."""
+        return await self.store.logs(job_id)
+
+    async def cancel(self, job_id: int) -> State | None:
+        """Cancel the job (at once if waiting; its executor stops it if running)."""
+        return await self.store.cancel(job_id)
+
+    async def retry(self, job_id: int) -> bool:
+        """Run a finished job again."""
+        return await self.store.requeue(job_id)

@@ -1,0 +1,35 @@
+"""Paths of the executor protocol, relative to the server's URL."""
+
+from __future__ import annotations
+
+PREFIX = "/.executors"
+
+
+def dequeue(queue: str | None = None) -> str:
+    """Single-queue dequeue, or multi-queue when `queue` is None."""
+    return f"{PREFIX}/queue/{queue}/dequeue" if queue else f"{PREFIX}/queue/dequeue"
+
+
+def heartbeat(queue: str | None = None) -> str:
+    """Single- or multi-queue heartbeat."""
+    return f"{PREFIX}/queue/{queue}/heartbeat" if queue else f"{PREFIX}/queue/heartbeat"
+
+
+def job_call(queue: str, verb: str) -> str:
+    """addExecutionLogEntry, updateExecutionLogEntry, markComplete, markErrored, markFailed."""
+    return f"{PREFIX}/queue/{queue}/{verb}"
+
+
+def git(repo: str) -> str:
+    """The git smart-HTTP base of a repository (append /info/refs or /git-upload-pack)."""
+    return f"{PREFIX}/git/{repo}"
+
+
+AUTH_CHECK = f"{PREFIX}/test/auth"
+
+# Headers of per-job calls, next to `Authorization: Bearer <job token>`.
+JOB_ID_HEADER = "X-Offload-Job-ID"
+EXECUTOR_NAME_HEADER = "X-Offload-Executor-Name"
+# Sourcegraph executors send these; accepted as the same.
+JOB_ID_HEADER_COMPAT = "X-Sourcegraph-Job-ID"
+EXECUTOR_NAME_HEADER_COMPAT = "X-Sourcegraph-Executor-Name"

@@ -1,0 +1,50 @@
+"""QueueSpec: everything the generic store needs to know about one feature's queue."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """One record queue: its table, order and failure policy.
+
+    Identifiers here are pasted into SQL, so a spec is only ever built by offload's own code,
+    never from user input; __post_init__ checks that they look like identifiers.
+    """
+
+    name: str
+    table: str
+    # SQL ORDER BY over the table's columns: who is dequeued first.
+    order_by: str = "queued_at, id"
+    # A processing record whose heartbeat is older than this is handed back by the resetter.
+    stalled_after: timedelta = timedelta(seconds=25)
+    # Resets before the record is failed instead (its holders keep dying).
+    max_resets: int = 3
+    # Retries after an error before the record is failed; errored records wait a backoff.
+    max_retries: int = 0
+    retry_backoff: timedelta = timedelta(seconds=10)
+    max_backoff: timedelta = timedelta(hours=1)
+    # Finished records older than this are deleted by the janitor, with their logs (None: kept).
+    retention: timedelta | None = timedelta(days=30)
+    # The queue's own columns, returned with each record and accepted by enqueue.
+    columns: tuple[str, ...] = ()
+    json_columns: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        for identifier in (self.table, *self.columns):
+            if not _IDENTIFIER.match(identifier):
+                raise ValueError(
+                    f"queue {self.name!r}: {identifier!r} is not a plain SQL identifier"
+                )
+        if not re.match(r"^[a-z0-9][a-z0-9._-]*$", self.name):
+            raise ValueError(f"queue name {self.name!r} must be lowercase letters, digits, . _ -")
+
+    def backoff(self, failures: int) -> timedelta:
+        """How long an errored record waits before its retry number `failures`."""
+        seconds = self.retry_backoff.total_seconds() * 2 ** max(failures - 1, 0)
+        return timedelta(seconds=min(seconds, self.max_backoff.total_seconds()))

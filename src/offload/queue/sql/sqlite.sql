@@ -1,0 +1,88 @@
+-- The record queue's statements that SQLite spells its own way (the rest are in common.sql).
+-- Each write runs inside BEGIN IMMEDIATE. Identifiers come from a trusted QueueSpec; every
+-- value is a bound :parameter.
+
+-- name: enqueue
+INSERT INTO {table} (state, queued_at, process_after{columns})
+VALUES ('queued', :now, :process_after{values})
+RETURNING id;
+
+-- name: dequeue
+-- BEGIN IMMEDIATE makes this the only writer, so the chosen rows cannot be taken twice.
+UPDATE {table}
+SET state = 'processing', started_at = :now, last_heartbeat_at = :now, finished_at = NULL,
+    failure_message = NULL, worker_hostname = :holder, lease_token = lower(hex(randomblob(16)))
+WHERE id IN (
+  SELECT id FROM {table}
+  WHERE state IN ('queued', 'errored') AND (process_after IS NULL OR process_after <= :now)
+  ORDER BY {order_by}
+  LIMIT :limit
+)
+RETURNING *;
+
+-- name: heartbeat
+UPDATE {table}
+SET last_heartbeat_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'processing' AND worker_hostname = :holder
+RETURNING id, cancel;
+
+-- name: mark_complete
+-- Many leases at once (the coalescer's group commit); only rows still held by each lease.
+-- The token stays in the row so that RETURNING tells which lease of a job was the holder's.
+UPDATE {table}
+SET state = CASE WHEN cancel THEN 'canceled' ELSE 'completed' END, finished_at = :now
+WHERE state = 'processing' AND (id, worker_hostname, lease_token) IN (
+  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
+  FROM json_each(:leases)
+)
+RETURNING id, lease_token, state;
+
+-- name: mark_errored
+-- Cancel wins; otherwise retry after a backoff that doubles with each failure, up to a cap.
+UPDATE {table}
+SET state = CASE WHEN cancel THEN 'canceled'
+                 WHEN num_failures + 1 > :max_retries THEN 'failed'
+                 ELSE 'errored' END,
+    num_failures = CASE WHEN cancel THEN num_failures ELSE num_failures + 1 END,
+    process_after = CASE WHEN cancel OR num_failures + 1 > :max_retries THEN process_after
+                         ELSE strftime('%Y-%m-%d %H:%M:%f000', :now, '+' || min(
+                           :backoff * (1 << min(num_failures, 30)), :max_backoff) || ' seconds')
+                         END,
+    finished_at = :now, failure_message = :message, lease_token = NULL
+WHERE id = :id AND state = 'processing' AND worker_hostname = :holder AND lease_token = :token
+RETURNING state;
+
+-- name: release
+-- Back in line at its old place, as if it had never been taken (unless cancel was asked).
+UPDATE {table}
+SET state = CASE WHEN cancel THEN 'canceled' ELSE 'queued' END,
+    finished_at = CASE WHEN cancel THEN :now ELSE NULL END,
+    started_at = NULL, last_heartbeat_at = NULL, lease_token = NULL
+WHERE id = :id AND state = 'processing' AND worker_hostname = :holder AND lease_token = :token
+RETURNING id;
+
+-- name: reset_stalled
+UPDATE {table}
+SET state = 'queued', queued_at = :now, started_at = NULL, num_resets = num_resets + 1,
+    lease_token = NULL
+WHERE id IN (
+  SELECT id FROM {table}
+  WHERE state = 'processing' AND last_heartbeat_at < :cutoff AND num_resets < :max_resets
+)
+RETURNING id;
+
+-- name: fail_stalled
+UPDATE {table}
+SET state = 'failed', finished_at = :now, lease_token = NULL,
+    failure_message = 'job processor died while handling this job too many times: '
+      || num_resets || ' resets (max_resets = ' || :max_resets || '); the last holder, '
+      || COALESCE(worker_hostname, '(unknown)') || ', stopped heartbeating'
+WHERE id IN (
+  SELECT id FROM {table}
+  WHERE state = 'processing' AND last_heartbeat_at < :cutoff AND num_resets >= :max_resets
+)
+RETURNING id;
+
+-- name: oldest_queued
+SELECT MIN(max(queued_at, COALESCE(process_after, queued_at))) AS oldest
+FROM {table} WHERE state IN ('queued', 'errored');

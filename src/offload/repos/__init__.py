@@ -1,0 +1,1 @@
+"""Repository hosting: the registry of mirrored repositories, their mirrors, and git smart-HTTP."""

@@ -1,0 +1,39 @@
+"""Every job `offload worker` can run, by name: the one place a new job is registered."""
+
+from __future__ import annotations
+
+from offload.repos import syncer
+from offload.worker import janitor, queue_size, resetter
+from offload.worker.job import WorkerJob
+
+JOBS: dict[str, WorkerJob] = {
+    "queues.resetter": WorkerJob(
+        "Hands stalled records (no heartbeat) back to their queue.", resetter.build
+    ),
+    "queues.janitor": WorkerJob(
+        "Deletes the old logs and records of finished jobs.", janitor.build
+    ),
+    "metrics.queue-size": WorkerJob(
+        "Publishes records per queue and state, and the oldest wait.", queue_size.build
+    ),
+    "repos.syncer": WorkerJob("Refreshes repository mirrors from their sources.", syncer.build),
+}
+
+
+class UnknownJob(ValueError):
+    """A job name that is not in JOBS; the message lists the valid ones."""
+
+
+def select(names: list[str]) -> dict[str, WorkerJob]:
+    """The jobs named (every job when `names` is empty); UnknownJob for a name not in JOBS."""
+    unknown = [name for name in names if name not in JOBS]
+    if unknown:
+        raise UnknownJob(
+            f"unknown worker job {', '.join(repr(n) for n in unknown)}; "
+            f"valid jobs: {', '.join(JOBS)} (see `offload worker --list`)"
+        )
+    chosen = names or list(JOBS)
+    return {name: JOBS[name] for name in dict.fromkeys(chosen)}
+
+
+__all__ = ["JOBS", "UnknownJob", "select"]

@@ -1,0 +1,202 @@
+"""Real offload processes for end-to-end tests: a server, executors, and a repository."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from offload.db.url import DatabaseURL
+
+
+def git(*args: str, cwd: Path) -> str:
+    """Run git in `cwd`; its stdout."""
+    result = subprocess.run(
+        ["git", "-c", "user.email=dev@example.com", "-c", "user.name=Dev", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip()
+
+
+def make_repo(path: Path, files: dict[str, str]) -> str:
+    """A git repository with one commit of `files`; the commit."""
+    path.mkdir(parents=True)
+    git("init", "-q", "-b", "main", cwd=path)
+    for name, content in files.items():
+        (path / name).write_text(content)
+    git("add", ".", cwd=path)
+    git("commit", "-q", "-m", "initial", cwd=path)
+    return git("rev-parse", "HEAD", cwd=path)
+
+
+@dataclass
+class Process:
+    """A child process whose output is collected line by line in the background."""
+
+    name: str
+    popen: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        """The first output line matching `pattern`, waiting for it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if found := re.search(pattern, line):
+                    return found
+            if self.popen.poll() is not None and not any(re.search(pattern, x) for x in self.lines):
+                break
+            time.sleep(0.05)
+        raise AssertionError(
+            f"{self.name} never printed {pattern!r}:\n" + "".join(self.lines[-40:])
+        )
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Signal the process and wait for it; its exit code."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signum)
+        code = self.popen.wait(timeout)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+        return code
+
+
+def spawn(name: str, args: list[str], env: dict[str, str]) -> Process:
+    """Start `python -m offload ARGS` with `env` added to ours."""
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "offload", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return Process(name, popen)
+
+
+@dataclass
+class Fleet:
+    """A server on a database, and executors attached to it."""
+
+    url: DatabaseURL
+    data_dir: Path
+    port: int = 0
+    server: Process | None = None
+    executors: list[Process] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment that points offload commands at this fleet's database and server."""
+        return {
+            "OFFLOAD_DATABASE_URL": self.url.raw,
+            "OFFLOAD_DATA_DIR": str(self.data_dir),
+            "OFFLOAD_URL": self.base,
+            "OFFLOAD_WORKER_PORT": "0",
+        }
+
+    @property
+    def base(self) -> str:
+        """The server's URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def offload(
+        self, *args: str, stdin: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run an offload command against this fleet."""
+        return subprocess.run(
+            [sys.executable, "-m", "offload", *args],
+            env={**os.environ, **self.env},
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def start_server(self) -> None:
+        """Start (or restart, on the same port) the server."""
+        args = ["server", "--port", str(self.port)]
+        self.server = spawn("server", args, self.env)
+        found = self.server.wait_for(r"offload server listening on http://127\.0\.0\.1:(\d+)")
+        self.port = int(found.group(1))
+
+    def token(self) -> str:
+        """The executor token."""
+        result = self.offload("executors", "token")
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def start_executor(
+        self, name: str, *, slots: int = 4, backend: str = "sandbox", **extra: str
+    ) -> Process:
+        """Start an executor and wait until it is connected."""
+        env = {
+            "EXECUTOR_FRONTEND_URL": self.base,
+            "EXECUTOR_REGISTRATION_TOKEN": self.token(),
+            "EXECUTOR_QUEUE_NAME": "default",
+            "EXECUTOR_BACKEND": backend,
+            "EXECUTOR_MAX_NUM_JOBS": str(slots),
+            "EXECUTOR_NAME": name,
+            "EXECUTOR_DATA_DIR": str(self.data_dir / f"executor-{name}"),
+            "EXECUTOR_HEARTBEAT_INTERVAL": "1s",
+            **extra,
+        }
+        process = spawn(name, ["executor"], env)
+        process.wait_for("connected to")
+        self.executors.append(process)
+        return process
+
+    def submit(self, repo: str, command: list[str], **fields: object) -> int:
+        """Enqueue a generic job through the API; its id."""
+        response = httpx.post(
+            f"{self.base}/api/jobs", json={"repo": repo, "command": command, **fields}, timeout=30
+        )
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
+
+    def job(self, job_id: int) -> dict[str, object]:
+        """The job as the API shows it."""
+        return dict(httpx.get(f"{self.base}/api/jobs/{job_id}", timeout=30).json())
+
+    def logs(self, job_id: int) -> list[dict[str, object]]:
+        """The job's log entries."""
+        return list(httpx.get(f"{self.base}/api/jobs/{job_id}/logs", timeout=30).json())
+
+    def wait_state(self, job_id: int, states: set[str], timeout: float = 60) -> dict[str, object]:
+        """Poll until the job is in one of `states`."""
+        deadline = time.monotonic() + timeout
+        job: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            try:
+                job = self.job(job_id)
+            except httpx.TransportError:
+                job = {}
+            if job.get("state") in states:
+                return job
+            time.sleep(0.1)
+        raise AssertionError(
+            f"job {job_id} is {job.get('state')}, not in {states} after {timeout}s"
+        )
+
+    def stop_all(self) -> None:
+        """Stop every process of the fleet."""
+        for process in [*self.executors, *([self.server] if self.server else [])]:
+            if process.popen.poll() is None:
+                process.stop(timeout=60)

@@ -1,0 +1,198 @@
+"""The executor queue API over real HTTP, with the executor's own client, on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from offload import serving
+from offload.api.app import create_app
+from offload.config import Settings
+from offload.db.base import Database
+from offload.db.url import DatabaseURL
+from offload.dispatch.access import executor_token
+from offload.executor.client import ExecutorClient, Unauthorized
+from offload.jobs.queue import SPEC
+from offload.protocol import routes
+from offload.queue.record import LogEntry, NotOwned
+from offload.queue.states import State
+from offload.queue.store import SqlQueueStore
+
+
+@pytest.fixture
+async def server_url(db: Database, db_url: DatabaseURL, tmp_path: Path) -> AsyncIterator[str]:
+    settings = Settings(data_dir=tmp_path / "data", database_url=db_url.raw)
+    sock = serving.listen("127.0.0.1", 0, settings_hint="the test")
+    http = serving.server(create_app(db, settings), stop_timeout=1)
+    task = asyncio.create_task(http.serve(sockets=[sock]))
+    while not http.started:  # noqa: ASYNC110 - uvicorn offers no start-up event
+        await asyncio.sleep(0.01)
+    yield serving.address(sock)
+    http.should_exit = True
+    await task
+
+
+def job_payload(**changes: object) -> dict[str, object]:
+    return {
+        "payload": {
+            "repositoryName": "",
+            "commit": "",
+            "dockerSteps": [{"key": "run", "image": "", "commands": ["true"], "dir": ""}],
+            **changes,
+        }
+    }
+
+
+async def client_for(
+    db: Database, url: str, name: str = "exec-1", token: str | None = None
+) -> ExecutorClient:
+    return ExecutorClient(
+        url, token or await executor_token(db), ["default"], name=name, runtime="shell"
+    )
+
+
+async def test_wrong_token_is_refused_with_a_clear_message(db: Database, server_url: str) -> None:
+    client = await client_for(db, server_url, token="not-the-token")
+    with pytest.raises(Unauthorized, match="refused the executor token"):
+        await client.check_auth()
+    with pytest.raises(Unauthorized):
+        await client.dequeue("exec-1")
+    await client.close()
+
+
+async def test_dequeue_heartbeat_logs_and_complete(db: Database, server_url: str) -> None:
+    store = SqlQueueStore(db, SPEC)
+    client = await client_for(db, server_url)
+    assert await client.dequeue("exec-1") == []  # 204
+    job_id = await store.enqueue(job_payload())
+    (record,) = await client.dequeue("exec-1", wait=1)
+    job = record.fields["job"]
+    assert job.id == job_id and job.queue == "default" and len(job.token) == 40
+    beat = await client.heartbeat("exec-1", [record.id])
+    assert beat.known_ids == [record.id] and beat.cancel_ids == []
+    entry = LogEntry(key="step.shell.run", command=["true"], start_time=datetime.now(UTC))
+    entry_id = await client.add_log_entry(record.lease, entry)
+    done = LogEntry(
+        key="step.shell.run",
+        command=["true"],
+        start_time=entry.start_time,
+        exit_code=0,
+        out="stdout: ok\n",
+    )
+    await client.update_log_entry(record.lease, entry_id, done)
+    assert await client.mark_complete(record.lease) is State.COMPLETED
+    stored = await store.get(job_id)
+    assert stored is not None and stored.state is State.COMPLETED
+    assert stored.worker_hostname == "exec-1"
+    logs = await store.logs(job_id)
+    assert [(e.key, e.exit_code, e.out) for e in logs] == [("step.shell.run", 0, "stdout: ok\n")]
+    await client.close()
+
+
+async def test_job_token_is_refused_once_the_job_ended(db: Database, server_url: str) -> None:
+    store = SqlQueueStore(db, SPEC)
+    client = await client_for(db, server_url)
+    await store.enqueue(job_payload())
+    (record,) = await client.dequeue("exec-1")
+    held = client.held(record.lease)
+    await client.mark_complete(record.lease)
+    async with httpx.AsyncClient(base_url=server_url) as http:
+        response = await http.post(
+            routes.job_call("default", "markComplete"),
+            json={"executorName": "exec-1", "jobId": held.job_id},
+            headers={
+                "Authorization": f"Bearer {held.token}",
+                routes.JOB_ID_HEADER: str(held.job_id),
+                routes.EXECUTOR_NAME_HEADER: "exec-1",
+            },
+        )
+    assert response.status_code == 401
+    assert "has ended" in response.text
+    await client.close()
+
+
+async def test_cancel_reaches_the_executor_through_its_heartbeat(
+    db: Database, server_url: str
+) -> None:
+    store = SqlQueueStore(db, SPEC)
+    client = await client_for(db, server_url)
+    job_id = await store.enqueue(job_payload())
+    (record,) = await client.dequeue("exec-1")
+    await store.cancel(job_id)
+    beat = await client.heartbeat("exec-1", [record.id])
+    assert beat.cancel_ids == [record.id]
+    await client.mark_failed(record.lease, "canceled on request")
+    stored = await store.get(job_id)
+    assert stored is not None and stored.state is State.CANCELED
+    await client.close()
+
+
+async def test_a_reset_job_is_lost_to_its_old_executor(db: Database, server_url: str) -> None:
+    store = SqlQueueStore(db, SPEC)
+    old = await client_for(db, server_url, "exec-old")
+    new = await client_for(db, server_url, "exec-new")
+    job_id = await store.enqueue(job_payload())
+    (stale,) = await old.dequeue("exec-old")
+    await db.fetch(
+        "UPDATE jobs SET last_heartbeat_at = :t", {"t": datetime(2000, 1, 1, tzinfo=UTC)}
+    )
+    await store.reset_stalled()
+    (fresh,) = await new.dequeue("exec-new")
+    assert (await old.heartbeat("exec-old", [stale.id])).known_ids == []
+    with pytest.raises(NotOwned):
+        await old.mark_complete(stale.lease)
+    assert await new.mark_complete(fresh.lease) is State.COMPLETED
+    stored = await store.get(job_id)
+    assert stored is not None and stored.worker_hostname == "exec-new"
+    await old.close()
+    await new.close()
+
+
+async def test_malformed_payload_is_failed_with_the_reason(db: Database, server_url: str) -> None:
+    store = SqlQueueStore(db, SPEC)
+    client = await client_for(db, server_url)
+    bad = await store.enqueue({"payload": {"dockerSteps": "not a list"}})
+    good = await store.enqueue(job_payload())
+    (record,) = await client.dequeue("exec-1")
+    assert record.fields["job"].id == good
+    failed = await store.get(bad)
+    assert failed is not None and failed.state is State.FAILED
+    assert failed.failure_message is not None
+    assert failed.failure_message.startswith("failed to transform record")
+    assert "dockerSteps" in failed.failure_message
+    await client.close()
+
+
+async def test_long_poll_answers_when_a_job_arrives(db: Database, server_url: str) -> None:
+    store = SqlQueueStore(db, SPEC)
+    client = await client_for(db, server_url)
+    waiting = asyncio.create_task(client.dequeue("exec-1", wait=10))
+    await asyncio.sleep(0.3)
+    started = asyncio.get_running_loop().time()
+    await store.enqueue(job_payload())
+    (record,) = await asyncio.wait_for(waiting, 5)
+    assert asyncio.get_running_loop().time() - started < 1.5
+    assert record.fields["job"].queue == "default"
+    await client.close()
+
+
+async def test_unknown_queue_lists_the_valid_ones(db: Database, server_url: str) -> None:
+    token = await executor_token(db)
+    async with httpx.AsyncClient(base_url=server_url) as http:
+        response = await http.post(
+            routes.dequeue("nope"),
+            json={"executorName": "e"},
+            headers={"Authorization": f"token-executor {token}"},
+        )
+        assert response.status_code == 400 and "valid queues: default" in response.text
+        bad = await http.post(
+            routes.dequeue("default"),
+            json={"nope": 1},
+            headers={"Authorization": f"token-executor {token}"},
+        )
+        assert bad.status_code == 400 and "executorName" in bad.text
