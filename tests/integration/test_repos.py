@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from offload.config import Settings
 from offload.db.base import Database
 from offload.db.url import DatabaseURL
+from offload.executor.gitproxy import GitProxy
 from offload.repos.cli import repos_app
 from offload.repos.githttp import git_router, pkt_line
 from offload.repos.mirror import Mirrors
@@ -34,6 +35,7 @@ from offload.repos.registry import (
     validate_name,
 )
 from offload.repos.syncer import Syncer, SyncFailed
+from offload.serving import Server
 from offload.serving import server as uvicorn_server
 from offload.testing import FakeClock
 from offload.worker.job import WorkerContext
@@ -406,24 +408,30 @@ async def served(hosting: Syncer, tmp_path: Path) -> AsyncIterator[Served]:
     make_source(tmp_path / "beta")
     await hosting.add(str(tmp_path / "alpha"))
     await hosting.add(str(tmp_path / "beta"), name="acme/beta")
-    app = FastAPI()
-    app.include_router(
-        git_router(hosting.registry, hosting.mirrors, authorize=authorize),
-        prefix="/.executors/git",
-    )
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn_server(app, stop_timeout=1)
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    # uvicorn offers no event to wait on.
-    while not server.started:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
+    server, serving = await serve_git(hosting, sock)
     home = tmp_path / "clients"
     home.mkdir()
     yield Served(f"http://127.0.0.1:{sock.getsockname()[1]}/.executors/git", commits, home)
     server.should_exit = True
     await asyncio.wait_for(serving, 10)
     sock.close()
+
+
+async def serve_git(hosting: Syncer, sock: socket.socket) -> tuple[Server, asyncio.Task[None]]:
+    """The git routes of `hosting` served on `sock`, once the server has started."""
+    app = FastAPI()
+    app.include_router(
+        git_router(hosting.registry, hosting.mirrors, authorize=authorize),
+        prefix="/.executors/git",
+    )
+    server = uvicorn_server(app, stop_timeout=1)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    # uvicorn offers no event to wait on.
+    while not server.started:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    return server, serving
 
 
 async def test_git_clones_over_http_with_protocol_v2_and_v0(served: Served) -> None:
@@ -622,3 +630,50 @@ async def test_a_client_that_goes_away_mid_pack_stops_its_upload_pack(
     async with asyncio.timeout(5):
         while upload_packs(mirror):  # noqa: ASYNC110 (processes offer nothing to wait on)
             await asyncio.sleep(0.05)
+
+
+async def test_a_checkout_through_the_executor_proxy_waits_out_a_server_restart(
+    hosting: Syncer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    commits = make_source(tmp_path / "alpha")
+    await hosting.add(str(tmp_path / "alpha"))
+    # The server's port is known but nothing listens on it yet: connections are refused.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    async with httpx.AsyncClient(base_url=base) as http:
+        proxy = GitProxy(
+            http, "alpha", {"Authorization": "Bearer job-alpha"}, retries=6, retry_delay=0.2
+        )
+        await proxy.start()
+        home = tmp_path / "clients"
+        home.mkdir()
+        cloning = asyncio.create_task(agit(home, "clone", "-q", proxy.url, str(home / "alpha")))
+        await asyncio.sleep(1.0)
+        assert not cloning.done()
+        server, serving = await serve_git(hosting, sock)
+        ran = await cloning
+        await proxy.close()
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+    sock.close()
+    assert ran.code == 0, ran.stderr
+    assert git(home / "alpha", "rev-parse", "HEAD") == commits["second"]
+    assert "git proxy for alpha: All connection attempts failed; retrying in 0.2s" in caplog.text
+
+
+async def test_the_executor_proxy_gives_up_on_a_server_that_stays_down(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    async with httpx.AsyncClient(base_url=base) as http:
+        proxy = GitProxy(http, "alpha", {}, retries=3, retry_delay=0.05)
+        await proxy.start()
+        ran = await agit(tmp_path, "ls-remote", proxy.url)
+        await proxy.close()
+    sock.close()
+    assert ran.code != 0
+    assert "502" in ran.stderr
+    assert caplog.text.count("retrying in") == 2

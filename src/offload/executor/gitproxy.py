@@ -34,10 +34,20 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
 class GitProxy:
     """Serves http://127.0.0.1:<port>/<repo>/... from <server>/.executors/git/<repo>/..."""
 
-    def __init__(self, http: httpx.AsyncClient, repo: str, auth_headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        repo: str,
+        auth_headers: dict[str, str],
+        *,
+        retries: int = 6,
+        retry_delay: float = 0.5,
+    ) -> None:
         self.http = http
         self.repo = repo
         self.auth_headers = auth_headers
+        self.retries = retries
+        self.retry_delay = retry_delay
         self._server: asyncio.Server | None = None
         self.port = 0
 
@@ -95,7 +105,7 @@ class GitProxy:
             headers={**forward, **self.auth_headers},
             timeout=httpx.Timeout(300.0),
         )
-        response = await self.http.send(request, stream=True)
+        response = await self._send(request)
         try:
             head = [f"HTTP/1.1 {response.status_code} {response.reason_phrase}"]
             for name in ("content-type", "content-encoding", "cache-control", "expires"):
@@ -108,6 +118,32 @@ class GitProxy:
                 await writer.drain()
         finally:
             await response.aclose()
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        """The server's answer, waiting out a restart or outage of the server.
+
+        Nothing has reached git yet, so a request that could not be delivered, or that
+        the server could not serve (5xx), is simply sent again: a job's checkout survives
+        the server being redeployed under it.
+        """
+        delay = self.retry_delay
+        for attempt in range(1, self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = await self.http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                if last:
+                    raise
+                reason = str(exc) or type(exc).__name__
+            else:
+                if response.status_code < 500 or last:
+                    return response
+                reason = f"server answered {response.status_code}"
+                await response.aclose()
+            log.warning("git proxy for %s: %s; retrying in %.1fs", self.repo, reason, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 15.0)
+        raise AssertionError("unreachable")
 
 
 async def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.executor import workspace
-from offload.executor.client import ExecutorClient
+from offload.executor.client import RETRIES, ExecutorClient
 from offload.executor.cmdlog import CommandLog
 from offload.executor.gitproxy import GitProxy
 from offload.executor.process import run_command
@@ -122,7 +122,13 @@ class JobHandler:
         repo_dir = workspace.inside(root, job.repository_directory or ".")
         repo_dir.mkdir(parents=True, exist_ok=True)
         held_headers = self.client.job_headers_for(job)
-        proxy = GitProxy(self.client.http, job.repository_name, held_headers)
+        proxy = GitProxy(
+            self.client.http,
+            job.repository_name,
+            held_headers,
+            retries=RETRIES,
+            retry_delay=self.client.retry_delay,
+        )
         await proxy.start()
         try:
             for key, argv in workspace.git_commands(job, repo_dir, proxy.url):
