@@ -139,9 +139,12 @@ def test_offload_up_runs_server_and_worker_until_sigterm(tmp_path: Path) -> None
     )
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()
+        # The local executor prints its own start line, before or after this one.
+        seen = [process.stdout.readline() for _ in range(2)]
+        line = next((x for x in seen if "offload is up" in x), "".join(seen))
         match = re.search(r"offload is up at (http://\S+)", line)
         assert match, line
+        assert any(f"offload executor {socket.gethostname()}-local connected" in x for x in seen)
         address = match.group(1)
         assert httpx.get(f"{address}/healthz", timeout=5).json()["status"] == "ok"
         metrics = httpx.get(f"{address}/metrics", timeout=5).text
