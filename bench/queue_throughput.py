@@ -79,7 +79,7 @@ from offload.db.base import Database
 from offload.db.connect import open_database
 from offload.db.sqlite import CROSS_PROCESS_POLL
 from offload.db.url import DatabaseURL
-from offload.jobs.queue import SPEC
+from offload.jobs.queue import spec as job_queue
 from offload.queue.consumer import Consumer
 from offload.queue.record import Record
 from offload.queue.store import SqlQueueStore
@@ -358,8 +358,8 @@ async def offload_trial(
     db = await open_database(url, pool_size=params.consumers + 2)
     producer_db = await open_database(url, pool_size=2)
     try:
-        store = SqlQueueStore(db, SPEC)
-        producer = SqlQueueStore(producer_db, SPEC)
+        store = SqlQueueStore(db, job_queue())
+        producer = SqlQueueStore(producer_db, job_queue())
         empty: dict[str, Any] = {"payload": {}}
         figures.enqueue_s = await enqueue_in_batches(
             params.jobs, params.enqueue_batch, lambda n: producer.enqueue_many([empty] * n)

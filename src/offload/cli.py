@@ -66,14 +66,17 @@ def fail(message: str, code: int) -> NoReturn:
 
 def settings() -> Settings:
     """Settings from the environment and the global options; a bad value exits with code 2."""
+    from offload.queues import QueueSettingError, executor_queues
+
     try:
         built = Settings(**State.overrides)
         built.database()
+        executor_queues(built)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = "OFFLOAD_" + "_".join(str(p) for p in first["loc"]).upper()
         fail(f"{field}: {first['msg']} (got {first.get('input')!r})", 2)
-    except DatabaseURLError as exc:
+    except (DatabaseURLError, QueueSettingError) as exc:
         fail(str(exc), 2)
     logs.configure(built.log_format, built.log_level)
     return built
@@ -285,7 +288,7 @@ def queues() -> None:
     from offload.db.connect import connect
     from offload.queue.states import State as RecordState
     from offload.queue.store import SqlQueueStore
-    from offload.queues import QUEUES
+    from offload.queues import record_queues
 
     async def main() -> int:
         url = config.database()
@@ -293,7 +296,7 @@ def queues() -> None:
         try:
             await schema.require_current(url)
             table = Table("queue", *(s.value for s in RecordState), "oldest queued")
-            for spec in QUEUES.values():
+            for spec in record_queues(config).values():
                 store = SqlQueueStore(db, spec)
                 counts = await store.counts()
                 age = await store.oldest_queued_age()

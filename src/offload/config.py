@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import BeforeValidator, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from offload.db.url import DatabaseURL
 
@@ -28,6 +28,38 @@ def parse_duration(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+_QUEUE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+def parse_queue_names(value: Any) -> Any:
+    """`default,gpu` as ["default", "gpu"]: lowercase names, no repeats, at least one."""
+    if isinstance(value, str):
+        value = [name.strip() for name in value.split(",") if name.strip()]
+    if isinstance(value, list):
+        for name in value:
+            if not isinstance(name, str) or not _QUEUE_NAME.match(name):
+                raise ValueError(f"queue name {name!r} must be lowercase letters, digits, . _ -")
+        if not value or len(set(value)) != len(value):
+            raise ValueError(f"{value!r}: give one or more distinct queue names, e.g. default,gpu")
+    return value
+
+
+def parse_weights(value: Any) -> Any:
+    """`batches=4,default=1` as {"batches": 4, "default": 1}; weights are whole numbers >= 1."""
+    if not isinstance(value, str):
+        return value
+    weights: dict[str, int] = {}
+    for pair in filter(None, (p.strip() for p in value.split(","))):
+        name, _, weight = pair.partition("=")
+        if not weight.strip().isdigit() or int(weight) < 1:
+            raise ValueError(f"{pair!r} must be QUEUE=WEIGHT with a whole weight >= 1")
+        weights[name.strip()] = int(weight)
+    return weights
+
+
+QueueNames = Annotated[list[str], NoDecode, BeforeValidator(parse_queue_names)]
+Weights = Annotated[dict[str, int], NoDecode, BeforeValidator(parse_weights)]
 
 
 def checkout_root() -> Path | None:
@@ -72,6 +104,12 @@ class Settings(BaseSettings):
     records_retention: Duration = timedelta(days=30)
     # How often `repos.syncer` fetches every mirrored repository from its source.
     repos_sync_interval: Duration = timedelta(minutes=5)
+    # The queues of generic jobs (`offload run --queue`); the first is the default. Executors
+    # take from the ones named in their EXECUTOR_QUEUE_NAME(S), e.g. a `gpu` pool.
+    job_queues: QueueNames = Field(default_factory=lambda: ["default"])
+    # Each queue's share of multi-queue dequeues among queues that have work, e.g.
+    # `batches=4,default=1`; a queue not named here weighs 1.
+    executor_queue_weights: Weights = Field(default_factory=dict)
 
     def server_url(self) -> str:
         """The server's base URL as clients should use it."""

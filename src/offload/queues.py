@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+from offload.config import Settings
 from offload.dispatch.queue import ExecutorQueue
-from offload.jobs.queue import SPEC as JOBS
+from offload.jobs import queue as jobs
 from offload.jobs.transform import to_executor_job
 from offload.queue.spec import QueueSpec
 
-# The queues executors consume, with their weights in multi-queue dequeues.
-EXECUTOR_QUEUES: dict[str, ExecutorQueue] = {
-    JOBS.name: ExecutorQueue(JOBS, to_executor_job, weight=1),
-}
 
-QUEUES: dict[str, QueueSpec] = {spec.name: spec for spec in (JOBS,)}
+class QueueSettingError(ValueError):
+    """The queue settings name a queue offload does not have."""
+
+
+def record_queues(settings: Settings) -> dict[str, QueueSpec]:
+    """Every record queue, for the worker's resetter, janitor and gauges."""
+    return {name: jobs.spec(name) for name in settings.job_queues}
+
+
+def executor_queues(settings: Settings) -> dict[str, ExecutorQueue]:
+    """The queues executors consume, with their weights in multi-queue dequeues."""
+    weights = settings.executor_queue_weights
+    queues = {
+        name: ExecutorQueue(jobs.spec(name), to_executor_job, weight=weights.get(name, 1))
+        for name in settings.job_queues
+    }
+    unknown = sorted(set(weights) - set(queues))
+    if unknown:
+        raise QueueSettingError(
+            f"OFFLOAD_EXECUTOR_QUEUE_WEIGHTS names {', '.join(unknown)}, which is not a queue; "
+            f"the queues are {', '.join(queues)}"
+        )
+    return queues
+
+
+__all__ = ["QueueSettingError", "executor_queues", "record_queues"]

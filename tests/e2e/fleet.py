@@ -99,6 +99,8 @@ class Fleet:
     url: DatabaseURL
     data_dir: Path
     port: int = 0
+    # The server's generic job queues (OFFLOAD_JOB_QUEUES); executors take `default` unless told.
+    job_queues: str = "default,gpu"
     server: Process | None = None
     executors: list[Process] = field(default_factory=list)
 
@@ -110,6 +112,7 @@ class Fleet:
             "OFFLOAD_DATA_DIR": str(self.data_dir),
             "OFFLOAD_URL": self.base,
             "OFFLOAD_WORKER_PORT": "0",
+            "OFFLOAD_JOB_QUEUES": self.job_queues,
         }
 
     @property

@@ -78,6 +78,14 @@ def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
     result = offload("server", env={"OFFLOAD_PORT": "eighty"})
     assert result.returncode == 2
     assert "OFFLOAD_PORT" in result.stderr and "'eighty'" in result.stderr
+    result = offload("server", env={"OFFLOAD_JOB_QUEUES": "default,GPU"})
+    assert result.returncode == 2
+    assert "OFFLOAD_JOB_QUEUES" in result.stderr and "'GPU' must be lowercase" in result.stderr
+    weights = {"OFFLOAD_JOB_QUEUES": "default,gpu", "OFFLOAD_EXECUTOR_QUEUE_WEIGHTS": "gpus=3"}
+    result = offload("server", env=weights)
+    assert result.returncode == 2
+    assert "OFFLOAD_EXECUTOR_QUEUE_WEIGHTS names gpus, which is not a queue" in result.stderr
+    assert "the queues are default, gpu" in result.stderr
 
 
 def test_unknown_worker_job_lists_the_valid_ones() -> None:

@@ -258,3 +258,20 @@ def test_offload_run_streams_the_log_and_exits_with_the_job_code(fleet: Fleet) -
     assert result.returncode == 3, result.stderr
     assert "hello from demo" in result.stdout
     assert "oops" in result.stderr
+
+
+def test_offload_run_queue_reaches_only_that_queues_executors(fleet: Fleet) -> None:
+    fleet.start_executor("exec-gpu", slots=1, EXECUTOR_QUEUE_NAME="gpu")
+    waiting = fleet.submit("demo", ["true"])  # the default queue, which no executor takes
+    result = fleet.offload("run", "--repo", "demo", "--queue", "gpu", "--", "sh", "-c", "echo hi")
+    assert result.returncode == 0, result.stderr
+    assert "hi" in result.stdout
+    assert "queued in gpu: demo@" in result.stderr
+    assert fleet.job(waiting)["state"] == "queued"
+    listed = fleet.offload("jobs", "list")
+    assert listed.returncode == 0 and " gpu " in listed.stdout and " default " in listed.stdout
+    sizes = fleet.offload("queues")
+    assert sizes.returncode == 0 and "gpu" in sizes.stdout
+    wrong = fleet.offload("run", "--repo", "demo", "--queue", "nope", "--", "true")
+    assert wrong.returncode != 0
+    assert "no job queue 'nope'; the queues are default, gpu" in wrong.stderr

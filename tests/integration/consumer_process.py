@@ -20,7 +20,7 @@ from pathlib import Path
 
 from offload.db.connect import open_database
 from offload.db.url import DatabaseURL
-from offload.jobs.queue import SPEC
+from offload.jobs.queue import spec as job_queue
 from offload.queue.consumer import Consumer
 from offload.queue.record import Record
 from offload.queue.store import SqlQueueStore
@@ -54,7 +54,7 @@ async def main() -> None:
     args = parser.parse_args()
     holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     db = await open_database(DatabaseURL.parse(args.url), pool_size=args.slots + 2)
-    spec = dataclasses.replace(SPEC, stalled_after=timedelta(seconds=args.stalled_after))
+    spec = dataclasses.replace(job_queue(), stalled_after=timedelta(seconds=args.stalled_after))
     consumer = Consumer(
         SqlQueueStore(db, spec),
         Recorder(holder, args.records, args.hang),

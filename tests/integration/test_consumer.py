@@ -13,12 +13,14 @@ from datetime import timedelta
 from offload.db.base import Database
 from offload.db.connect import open_database
 from offload.db.url import DatabaseURL
-from offload.jobs.queue import SPEC
+from offload.jobs.queue import spec as job_queue
 from offload.queue.consumer import Consumer, JobFailed, QueueStore
 from offload.queue.record import Record
 from offload.queue.spec import QueueSpec
 from offload.queue.states import State
 from offload.queue.store import SqlQueueStore
+
+SPEC = job_queue()
 
 
 class Waits:

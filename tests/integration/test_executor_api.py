@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,24 +18,32 @@ from offload.db.base import Database
 from offload.db.url import DatabaseURL
 from offload.dispatch.access import executor_token
 from offload.executor.client import ExecutorClient, Unauthorized
-from offload.jobs.queue import SPEC
+from offload.jobs.queue import spec as job_queue
 from offload.protocol import routes
 from offload.queue.record import LogEntry, NotOwned
 from offload.queue.states import State
 from offload.queue.store import SqlQueueStore
 
 
-@pytest.fixture
-async def server_url(db: Database, db_url: DatabaseURL, tmp_path: Path) -> AsyncIterator[str]:
-    settings = Settings(data_dir=tmp_path / "data", database_url=db_url.raw)
+@contextlib.asynccontextmanager
+async def serve(db: Database, settings: Settings) -> AsyncIterator[str]:
+    """The server application on a free port of 127.0.0.1; its base URL."""
     sock = serving.listen("127.0.0.1", 0, settings_hint="the test")
     http = serving.server(create_app(db, settings), stop_timeout=1)
     task = asyncio.create_task(http.serve(sockets=[sock]))
     while not http.started:  # noqa: ASYNC110 - uvicorn offers no start-up event
         await asyncio.sleep(0.01)
-    yield serving.address(sock)
-    http.should_exit = True
-    await task
+    try:
+        yield serving.address(sock)
+    finally:
+        http.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def server_url(db: Database, db_url: DatabaseURL, tmp_path: Path) -> AsyncIterator[str]:
+    async with serve(db, Settings(data_dir=tmp_path / "data", database_url=db_url.raw)) as url:
+        yield url
 
 
 def job_payload(**changes: object) -> dict[str, object]:
@@ -66,7 +75,7 @@ async def test_wrong_token_is_refused_with_a_clear_message(db: Database, server_
 
 
 async def test_dequeue_heartbeat_logs_and_complete(db: Database, server_url: str) -> None:
-    store = SqlQueueStore(db, SPEC)
+    store = SqlQueueStore(db, job_queue())
     client = await client_for(db, server_url)
     assert await client.dequeue("exec-1") == []  # 204
     job_id = await store.enqueue(job_payload())
@@ -95,7 +104,7 @@ async def test_dequeue_heartbeat_logs_and_complete(db: Database, server_url: str
 
 
 async def test_job_token_is_refused_once_the_job_ended(db: Database, server_url: str) -> None:
-    store = SqlQueueStore(db, SPEC)
+    store = SqlQueueStore(db, job_queue())
     client = await client_for(db, server_url)
     await store.enqueue(job_payload())
     (record,) = await client.dequeue("exec-1")
@@ -119,7 +128,7 @@ async def test_job_token_is_refused_once_the_job_ended(db: Database, server_url:
 async def test_cancel_reaches_the_executor_through_its_heartbeat(
     db: Database, server_url: str
 ) -> None:
-    store = SqlQueueStore(db, SPEC)
+    store = SqlQueueStore(db, job_queue())
     client = await client_for(db, server_url)
     job_id = await store.enqueue(job_payload())
     (record,) = await client.dequeue("exec-1")
@@ -133,7 +142,7 @@ async def test_cancel_reaches_the_executor_through_its_heartbeat(
 
 
 async def test_a_reset_job_is_lost_to_its_old_executor(db: Database, server_url: str) -> None:
-    store = SqlQueueStore(db, SPEC)
+    store = SqlQueueStore(db, job_queue())
     old = await client_for(db, server_url, "exec-old")
     new = await client_for(db, server_url, "exec-new")
     job_id = await store.enqueue(job_payload())
@@ -154,7 +163,7 @@ async def test_a_reset_job_is_lost_to_its_old_executor(db: Database, server_url:
 
 
 async def test_malformed_payload_is_failed_with_the_reason(db: Database, server_url: str) -> None:
-    store = SqlQueueStore(db, SPEC)
+    store = SqlQueueStore(db, job_queue())
     client = await client_for(db, server_url)
     bad = await store.enqueue({"payload": {"dockerSteps": "not a list"}})
     good = await store.enqueue(job_payload())
@@ -169,7 +178,7 @@ async def test_malformed_payload_is_failed_with_the_reason(db: Database, server_
 
 
 async def test_long_poll_answers_when_a_job_arrives(db: Database, server_url: str) -> None:
-    store = SqlQueueStore(db, SPEC)
+    store = SqlQueueStore(db, job_queue())
     client = await client_for(db, server_url)
     waiting = asyncio.create_task(client.dequeue("exec-1", wait=10))
     await asyncio.sleep(0.3)
@@ -196,3 +205,32 @@ async def test_unknown_queue_lists_the_valid_ones(db: Database, server_url: str)
             headers={"Authorization": f"token-executor {token}"},
         )
         assert bad.status_code == 400 and "executorName" in bad.text
+
+
+async def test_multi_queue_dequeue_follows_the_configured_weights(
+    db: Database, db_url: DatabaseURL, tmp_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url.raw,
+        job_queues=["default", "gpu"],
+        executor_queue_weights={"gpu": 3},
+    )
+    default, gpu = SqlQueueStore(db, job_queue("default")), SqlQueueStore(db, job_queue("gpu"))
+    await default.enqueue_many([job_payload()] * 300)
+    gpu_ids = {await gpu.enqueue(job_payload()) for _ in range(300)}
+    async with serve(db, settings) as url:
+        token = await executor_token(db)
+        gpu_only = ExecutorClient(url, token, ["gpu"], name="gpu-1", runtime="shell")
+        both = ExecutorClient(url, token, ["default", "gpu"], name="any-1", runtime="shell")
+        (only,) = await gpu_only.dequeue("gpu-1")
+        assert only.queue == "gpu" and only.fields["job"].id in gpu_ids
+        taken = [(await both.dequeue("any-1"))[0] for _ in range(200)]
+        await gpu_only.close()
+        await both.close()
+    share = sum(record.queue == "gpu" for record in taken) / len(taken)
+    # Weighted random choice at 3:1: 0.75 expected, the bounds are more than 3 sigma away.
+    assert 0.62 < share < 0.88, share
+    assert all((r.fields["job"].id in gpu_ids) == (r.queue == "gpu") for r in taken)
+    assert (await gpu.counts())[State.PROCESSING] == 1 + sum(r.queue == "gpu" for r in taken)
+    assert (await default.counts())[State.PROCESSING] == sum(r.queue == "default" for r in taken)

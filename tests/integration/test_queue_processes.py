@@ -15,7 +15,7 @@ from pathlib import Path
 
 from offload.db.base import Database
 from offload.db.url import DatabaseURL
-from offload.jobs.queue import SPEC
+from offload.jobs.queue import spec as job_queue
 from offload.queue.states import State
 from offload.queue.store import SqlQueueStore
 
@@ -59,7 +59,7 @@ def overlapping(spans: list[tuple[str, int, int]]) -> bool:
 async def test_four_processes_drain_10000_jobs_exactly_once(
     db: Database, db_url: DatabaseURL, tmp_path: Path
 ) -> None:
-    store = SqlQueueStore(db, SPEC)
+    store = SqlQueueStore(db, job_queue())
     total = 10_000
     await store.enqueue_many([{"payload": {"n": n}} for n in range(total)])
     files = [tmp_path / f"records-{i}.txt" for i in range(4)]
@@ -98,7 +98,9 @@ async def test_killed_consumer_job_is_reset_and_completed_elsewhere(
     db: Database, db_url: DatabaseURL, tmp_path: Path
 ) -> None:
     stalled_after = 1.0
-    spec = dataclasses.replace(SPEC, stalled_after=timedelta(seconds=stalled_after), max_resets=2)
+    spec = dataclasses.replace(
+        job_queue(), stalled_after=timedelta(seconds=stalled_after), max_resets=2
+    )
     store = SqlQueueStore(db, spec)
     job_id = await store.enqueue({"payload": {}})
     doomed = start_consumer(
@@ -148,7 +150,7 @@ async def test_killed_consumer_job_is_reset_and_completed_elsewhere(
 async def test_job_whose_holders_keep_dying_fails_after_max_resets(
     db: Database, db_url: DatabaseURL, tmp_path: Path
 ) -> None:
-    spec = dataclasses.replace(SPEC, stalled_after=timedelta(seconds=0.5), max_resets=2)
+    spec = dataclasses.replace(job_queue(), stalled_after=timedelta(seconds=0.5), max_resets=2)
     store = SqlQueueStore(db, spec)
     job_id = await store.enqueue({"payload": {}})
     for kill in range(spec.max_resets + 1):

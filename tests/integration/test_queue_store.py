@@ -10,11 +10,13 @@ from datetime import timedelta
 import pytest
 
 from offload.db.base import Database
-from offload.jobs.queue import SPEC
+from offload.jobs.queue import spec as job_queue
 from offload.queue.record import LogEntry, NotOwned
 from offload.queue.states import State
 from offload.queue.store import SqlQueueStore
 from offload.testing import FakeClock
+
+SPEC = job_queue()
 
 
 def make_store(db: Database, clock: FakeClock | None = None, **changes: object) -> SqlQueueStore:
@@ -271,3 +273,24 @@ async def test_concurrent_completions_share_a_statement_and_stay_fenced(db: Data
     assert completed is not None and completed.state is State.COMPLETED
     counts = await store.counts()
     assert counts[State.COMPLETED] == 1 and counts[State.QUEUED] == len(ids) - 1
+
+
+async def test_queues_that_share_a_table_see_only_their_own_rows(db: Database) -> None:
+    clock = FakeClock()
+    default = SqlQueueStore(db, job_queue("default"), clock=clock)
+    gpu = SqlQueueStore(db, job_queue("gpu"), clock=clock)
+    mine = await gpu.enqueue({"payload": {"n": 1}})
+    theirs = await default.enqueue({"payload": {"n": 2}})
+    assert (await gpu.counts())[State.QUEUED] == 1
+    assert await default.get(mine) is None and await gpu.get(theirs) is None
+    assert await default.cancel(mine) is None
+    (record,) = await gpu.dequeue("h", limit=5)
+    assert (record.id, record.queue, record.fields) == (mine, "gpu", {"payload": {"n": 1}})
+    assert await gpu.dequeue("h", limit=5) == []
+    clock.advance(timedelta(minutes=5))
+    assert (await default.reset_stalled()).reset_ids == []
+    assert (await gpu.reset_stalled()).reset_ids == [mine]
+    oldest = await default.oldest_queued_age()
+    assert oldest == timedelta(minutes=5)
+    (other,) = await default.dequeue("h")
+    assert other.id == theirs

@@ -22,11 +22,11 @@ from offload import metrics
 from offload.config import Settings
 from offload.db.base import Database
 from offload.db.schema import SchemaMismatch
+from offload.jobs.queue import spec as job_queue
 from offload.queue.consumer import Consumer
 from offload.queue.record import LogEntry, Record
 from offload.queue.states import State
 from offload.queue.store import SqlQueueStore
-from offload.queues import QUEUES
 from offload.testing import FakeClock
 from offload.worker.job import WorkerContext
 from offload.worker.registry import JOBS
@@ -34,7 +34,7 @@ from offload.worker.routine import ConsumerRoutine
 from offload.worker.service import list_jobs, run_worker
 from offload.worker.supervisor import Supervisor
 
-SPEC = QUEUES["default"]
+SPEC = job_queue()
 
 
 class Passes:

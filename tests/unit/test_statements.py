@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from offload.db.postgres import compile_named
-from offload.jobs.queue import SPEC
+from offload.jobs.queue import spec as job_queue
 from offload.queue.spec import QueueSpec
 from offload.queue.statements import Statements, load
 
@@ -19,12 +19,19 @@ def test_both_dialects_define_the_same_statements() -> None:
 
 def test_statements_are_filled_from_the_spec_and_leave_no_placeholders() -> None:
     for dialect in ("postgresql", "sqlite"):
-        statements = Statements(dialect, SPEC)  # type: ignore[arg-type]
+        statements = Statements(dialect, job_queue("gpu"))  # type: ignore[arg-type]
         for name in load(dialect):
             assert "{" not in statements[name].replace("{}", ""), (dialect, name)
         assert (
-            "INSERT INTO jobs (state, queued_at, process_after, payload)" in statements["enqueue"]
+            "INSERT INTO jobs (state, queued_at, process_after, payload, queue)"
+            in statements["enqueue"]
         )
+        assert "VALUES ('queued', :now, :process_after, :payload, 'gpu')" in statements["enqueue"]
+        # Every statement that picks rows by state, not by a lease, sees only its queue's rows.
+        for name in ("dequeue", "reset_stalled", "fail_stalled", "counts", "oldest_queued"):
+            assert "AND queue = 'gpu'" in statements[name], (dialect, name)
+        unscoped = Statements(dialect, QueueSpec(name="q", table="t"))  # type: ignore[arg-type]
+        assert "queue =" not in unscoped["dequeue"]
 
 
 def test_named_parameters_become_positional_outside_casts() -> None:
@@ -35,7 +42,13 @@ def test_named_parameters_become_positional_outside_casts() -> None:
 
 @pytest.mark.parametrize(
     "changes",
-    [{"table": "jobs; DROP TABLE jobs"}, {"columns": ("payload)",)}, {"name": "Has Spaces"}],
+    [
+        {"table": "jobs; DROP TABLE jobs"},
+        {"columns": ("payload)",)},
+        {"name": "Has Spaces"},
+        {"name": "q'--"},
+        {"partition": "queue = queue OR 1"},
+    ],
 )
 def test_specs_refuse_anything_but_identifiers(changes: dict[str, object]) -> None:
     with pytest.raises(ValueError):

@@ -20,7 +20,7 @@ from offload.jobs.service import JobService
 from offload.protocol import routes
 from offload.queue.gauges import measure
 from offload.queue.store import SqlQueueStore
-from offload.queues import EXECUTOR_QUEUES, QUEUES
+from offload.queues import executor_queues, record_queues
 from offload.repos.githttp import git_router
 from offload.repos.mirror import Mirrors
 from offload.repos.registry import RepoRegistry
@@ -29,8 +29,8 @@ from offload.repos.registry import RepoRegistry
 def create_app(db: Database, settings: Settings) -> FastAPI:
     """The server application over an open database."""
     app = FastAPI(title="offload", version=__version__)
-    stores = [SqlQueueStore(db, spec) for spec in QUEUES.values()]
-    dispatcher = Dispatcher(db, EXECUTOR_QUEUES)
+    stores = [SqlQueueStore(db, spec) for spec in record_queues(settings).values()]
+    dispatcher = Dispatcher(db, executor_queues(settings))
     registry = ExecutorRegistry(db)
     auth = ExecutorAuth(db, dispatcher.tokens)
     app.state.dispatcher = dispatcher
@@ -55,7 +55,7 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
             raise LookupError(f"repository {repo} has no revision {rev!r}")
         return commit
 
-    app.include_router(jobs_router(JobService(db, resolve)))
+    app.include_router(jobs_router(JobService(db, resolve, settings.job_queues)))
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:

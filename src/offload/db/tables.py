@@ -48,11 +48,17 @@ def record_queue_columns() -> list[Column[object]]:
     ]
 
 
-def record_queue_indexes(table: str) -> list[Index]:
-    """Indexes that keep dequeue, heartbeat and the resetter off full scans."""
+def record_queue_indexes(table: str, partition: str | None = None) -> list[Index]:
+    """Indexes that keep dequeue, heartbeat and the resetter off full scans.
+
+    `partition`: the column naming each row's queue when queues share the table; it leads
+    every index, since every statement of such a queue filters on it.
+    """
+    lead = [partition] if partition else []
     return [
         Index(
             f"{table}_dequeue_idx",
+            *lead,
             "queued_at",
             "id",
             postgresql_where=text("state IN ('queued', 'errored')"),
@@ -60,11 +66,12 @@ def record_queue_indexes(table: str) -> list[Index]:
         ),
         Index(
             f"{table}_processing_idx",
+            *lead,
             "last_heartbeat_at",
             postgresql_where=text("state = 'processing'"),
             sqlite_where=text("state = 'processing'"),
         ),
-        Index(f"{table}_state_finished_idx", "state", "finished_at"),
+        Index(f"{table}_state_finished_idx", *lead, "state", "finished_at"),
     ]
 
 
@@ -73,8 +80,10 @@ jobs = Table(
     "jobs",
     metadata,
     *record_queue_columns(),
+    # Which generic queue the job waits in (`offload run --queue`, OFFLOAD_JOB_QUEUES).
+    Column("queue", String(64), nullable=False, server_default="default"),
     Column("payload", JSONType, nullable=False),
-    *record_queue_indexes("jobs"),
+    *record_queue_indexes("jobs", partition="queue"),
 )
 
 # One row per command a job ran, appended and updated while it runs (any queue's records).

@@ -102,6 +102,10 @@ def run(
     network: Annotated[
         bool, typer.Option("--network", help="Let the step use the network.")
     ] = False,
+    queue: Annotated[
+        str,
+        typer.Option(help="Queue to wait in (default: the server's first job queue)."),
+    ] = "",
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Print the job id and return.")
     ] = False,
@@ -117,6 +121,8 @@ def run(
         printf %s "$KEY" | offload secrets set API_KEY
 
         offload run --repo r --secret API_KEY -- ./deploy.sh
+
+        offload run --repo r --queue gpu -- python train.py   # executors of the gpu queue
     """
 
     async def main() -> int:
@@ -133,9 +139,13 @@ def run(
                     "env": env or [],
                     "secrets": secret or [],
                     "allowNetwork": network,
+                    "queue": queue,
                 },
             )
-            err.print(f"job {job['id']} queued: {repo}@{job['commit'][:12]}", highlight=False)
+            err.print(
+                f"job {job['id']} queued in {job['queue']}: {repo}@{job['commit'][:12]}",
+                highlight=False,
+            )
             if detach:
                 out.print(job["id"])
                 return 0
@@ -162,10 +172,11 @@ def list_jobs(limit: Annotated[int, typer.Option(help="How many, newest first.")
     async def main() -> None:
         async with _client() as client:
             jobs = await _call(client, "GET", "/api/jobs", params={"limit": limit})
-        table = Table("id", "state", "repository", "commit", "command", "exit", "executor")
+        table = Table("id", "queue", "state", "repository", "commit", "command", "exit", "executor")
         for job in jobs:
             table.add_row(
                 str(job["id"]),
+                job["queue"],
                 job["state"],
                 job["repository"],
                 job["commit"][:12],

@@ -1,4 +1,4 @@
-"""The queue of generic jobs."""
+"""The queues of generic jobs: one per name in OFFLOAD_JOB_QUEUES, sharing the jobs table."""
 
 from __future__ import annotations
 
@@ -6,12 +6,18 @@ from datetime import timedelta
 
 from offload.queue.spec import QueueSpec
 
-SPEC = QueueSpec(
-    name="default",
-    table="jobs",
-    columns=("payload",),
-    json_columns=frozenset({"payload"}),
-    stalled_after=timedelta(seconds=25),
-    max_resets=3,
-    max_retries=0,
-)
+DEFAULT = "default"
+
+
+def spec(name: str = DEFAULT) -> QueueSpec:
+    """The generic queue `name` (its rows are the jobs whose `queue` column says so)."""
+    return QueueSpec(
+        name=name,
+        table="jobs",
+        columns=("payload",),
+        json_columns=frozenset({"payload"}),
+        partition="queue",
+        stalled_after=timedelta(seconds=25),
+        max_resets=3,
+        max_retries=0,
+    )

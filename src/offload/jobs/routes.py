@@ -24,6 +24,7 @@ class CreateJob(BaseModel):
     env: list[str] = Field(default_factory=list)
     secrets: list[str] = Field(default_factory=list)
     allow_network: bool = False
+    queue: str = ""
 
 
 def jobs_router(service: JobService) -> APIRouter:

@@ -9,7 +9,7 @@ from typing import Any
 
 from offload.db.base import Database
 from offload.dispatch.secrets import Secrets, check_name
-from offload.jobs.queue import SPEC
+from offload.jobs import queue
 from offload.queue.record import LogEntry, Record
 from offload.queue.states import State
 from offload.queue.store import SqlQueueStore
@@ -35,6 +35,8 @@ class JobRequest:
     env: Sequence[str] = ()
     secrets: Sequence[str] = ()
     allow_network: bool = False
+    # Empty: the first of the configured queues.
+    queue: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class JobView:
     """A job as users see it."""
 
     id: int
+    queue: str
     state: State
     repo: str
     commit: str
@@ -55,6 +58,7 @@ class JobView:
         record = self.record
         return {
             "id": self.id,
+            "queue": self.queue,
             "state": self.state.value,
             "repository": self.repo,
             "commit": self.commit,
@@ -77,11 +81,14 @@ def exit_code_of(logs: Sequence[LogEntry]) -> int | None:
 
 
 class JobService:
-    """Generic jobs on top of the record queue."""
+    """Generic jobs on top of the record queue: one queue per configured name."""
 
-    def __init__(self, db: Database, resolve: Resolver) -> None:
+    def __init__(
+        self, db: Database, resolve: Resolver, queues: Sequence[str] = (queue.DEFAULT,)
+    ) -> None:
         self.db = db
-        self.store = SqlQueueStore(db, SPEC)
+        self.stores = {name: SqlQueueStore(db, queue.spec(name)) for name in queues}
+        self.default_queue = next(iter(self.stores))
         self.resolve = resolve
 
     async def create(self, request: JobRequest) -> int:
@@ -89,6 +96,13 @@ class JobService:
         if not request.command:
             raise JobRequestError(
                 "no command given; put it after --, e.g. offload run --repo r -- make test"
+            )
+        name = request.queue or self.default_queue
+        store = self.stores.get(name)
+        if store is None:
+            raise JobRequestError(
+                f"no job queue {name!r}; the queues are {', '.join(self.stores)} "
+                "(OFFLOAD_JOB_QUEUES on the server)"
             )
         for pair in request.env:
             if "=" not in pair or not pair.split("=", 1)[0]:
@@ -116,20 +130,27 @@ class JobService:
             "secrets": names,
             "allowNetwork": request.allow_network,
         }
-        return await self.store.enqueue({"payload": payload})
+        return await store.enqueue({"payload": payload})
+
+    async def _store_of(self, job_id: int) -> SqlQueueStore | None:
+        """The store of the queue the job is in (None: no such job, or a queue since removed)."""
+        rows = await self.db.fetch("SELECT queue FROM jobs WHERE id = :id", {"id": job_id})
+        return self.stores.get(rows[0]["queue"]) if rows else None
 
     async def view(self, job_id: int) -> JobView | None:
         """One job, or None."""
-        record = await self.store.get(job_id)
-        if record is None:
+        store = await self._store_of(job_id)
+        record = await store.get(job_id) if store is not None else None
+        if store is None or record is None:
             return None
-        return self._view(record, await self.store.logs(job_id))
+        return self._view(record, await store.logs(job_id))
 
     def _view(self, record: Record, logs: Sequence[LogEntry]) -> JobView:
         payload = record.fields["payload"]
         steps = payload.get("dockerSteps") or [{}]
         return JobView(
             id=record.id,
+            queue=record.queue,
             state=record.state,
             repo=payload.get("repositoryName", ""),
             commit=payload.get("commit", ""),
@@ -149,12 +170,15 @@ class JobService:
 
     async def logs(self, job_id: int) -> list[LogEntry]:
         """The job's log entries, oldest first."""
-        return await self.store.logs(job_id)
+        store = await self._store_of(job_id)
+        return await store.logs(job_id) if store is not None else []
 
     async def cancel(self, job_id: int) -> State | None:
         """Cancel the job (at once if waiting; its executor stops it if running)."""
-        return await self.store.cancel(job_id)
+        store = await self._store_of(job_id)
+        return await store.cancel(job_id) if store is not None else None
 
     async def retry(self, job_id: int) -> bool:
         """Run a finished job again."""
-        return await self.store.requeue(job_id)
+        store = await self._store_of(job_id)
+        return await store.requeue(job_id) if store is not None else False

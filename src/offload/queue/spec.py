@@ -34,9 +34,12 @@ class QueueSpec:
     # The queue's own columns, returned with each record and accepted by enqueue.
     columns: tuple[str, ...] = ()
     json_columns: frozenset[str] = field(default_factory=frozenset)
+    # When several queues share one table: the column that holds each record's queue name.
+    # Every verb of this queue then sees only the rows whose column equals `name`.
+    partition: str | None = None
 
     def __post_init__(self) -> None:
-        for identifier in (self.table, *self.columns):
+        for identifier in (self.table, *self.columns, *filter(None, [self.partition])):
             if not _IDENTIFIER.match(identifier):
                 raise ValueError(
                     f"queue {self.name!r}: {identifier!r} is not a plain SQL identifier"

@@ -37,11 +37,20 @@ class Statements:
     """The statements of one queue in one dialect, formatted once."""
 
     def __init__(self, dialect: Dialect, spec: QueueSpec) -> None:
+        columns = "".join(f", {c}" for c in spec.columns)
+        values = "".join(f", :{c}" for c in spec.columns)
+        scope = ""
+        if spec.partition:
+            # The name is checked to be [a-z0-9._-] (QueueSpec), so it can stand as a literal.
+            columns += f", {spec.partition}"
+            values += f", '{spec.name}'"
+            scope = f" AND {spec.partition} = '{spec.name}'"
         fills = {
             "{table}": spec.table,
             "{order_by}": spec.order_by,
-            "{columns}": "".join(f", {c}" for c in spec.columns),
-            "{values}": "".join(f", :{c}" for c in spec.columns),
+            "{columns}": columns,
+            "{values}": values,
+            "{scope}": scope,
         }
         self._sql: dict[str, str] = {}
         for name, body in load(dialect).items():

@@ -12,7 +12,7 @@ from offload.config import Settings
 from offload.db.base import Database
 from offload.queue.spec import QueueSpec
 from offload.queue.store import SqlQueueStore
-from offload.queues import QUEUES
+from offload.queues import record_queues
 from offload.worker.routine import Periodic, Routine
 
 
@@ -24,8 +24,12 @@ class WorkerContext:
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
     sleep: Sleeper = real_sleep
-    # Every record queue; jobs that tend queues tend each of these.
-    queues: Mapping[str, QueueSpec] = field(default_factory=lambda: dict(QUEUES))
+    # Every record queue (default: those of the settings); jobs that tend queues tend each.
+    queues: Mapping[str, QueueSpec] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.queues:
+            object.__setattr__(self, "queues", record_queues(self.settings))
 
     def per_queue(
         self, job: str, interval: timedelta, tend: Callable[[SqlQueueStore], Awaitable[None]]

@@ -1,6 +1,7 @@
 -- The record queue's statements that read the same in both dialects; postgres.sql and
 -- sqlite.sql hold the rest. {table}, {order_by}, {columns} and {values} come from a trusted
--- QueueSpec; every value is a bound :parameter.
+-- QueueSpec; every value is a bound :parameter. {scope} narrows a queue that shares its table
+-- with others to its own rows (QueueSpec.partition), and is empty otherwise.
 
 -- name: enqueue_many
 INSERT INTO {table} (state, queued_at, process_after{columns})
@@ -20,7 +21,7 @@ UPDATE {table}
 SET state = CASE WHEN state = 'processing' THEN state ELSE 'canceled' END,
     cancel = TRUE,
     finished_at = CASE WHEN state = 'processing' THEN finished_at ELSE :now END
-WHERE id = :id AND state IN ('queued', 'errored', 'processing')
+WHERE id = :id AND state IN ('queued', 'errored', 'processing'){scope}
 RETURNING state;
 
 -- name: requeue
@@ -28,7 +29,7 @@ UPDATE {table}
 SET state = 'queued', queued_at = :now, process_after = :process_after, started_at = NULL,
     last_heartbeat_at = NULL, finished_at = NULL, failure_message = NULL, cancel = FALSE,
     num_resets = 0, num_failures = 0, lease_token = NULL
-WHERE id = :id AND state <> 'processing'
+WHERE id = :id AND state <> 'processing'{scope}
 RETURNING id;
 
 -- name: add_log_entry
@@ -51,22 +52,22 @@ WHERE id = :entry_id AND queue = :queue AND record_id = :id AND EXISTS (
 RETURNING id;
 
 -- name: get
-SELECT * FROM {table} WHERE id = :id;
+SELECT * FROM {table} WHERE id = :id{scope};
 
 -- name: logs
 SELECT * FROM execution_logs WHERE queue = :queue AND record_id = :id ORDER BY id;
 
 -- name: counts
-SELECT state, COUNT(*) AS n FROM {table} GROUP BY state;
+SELECT state, COUNT(*) AS n FROM {table} WHERE TRUE{scope} GROUP BY state;
 
 -- name: delete_logs_before
 DELETE FROM execution_logs
 WHERE queue = :queue AND record_id IN (
   SELECT id FROM {table}
-  WHERE state IN ('completed', 'failed', 'canceled') AND finished_at < :cutoff
+  WHERE state IN ('completed', 'failed', 'canceled') AND finished_at < :cutoff{scope}
 );
 
 -- name: delete_finished_before
 DELETE FROM {table}
-WHERE state IN ('completed', 'failed', 'canceled') AND finished_at < :cutoff
+WHERE state IN ('completed', 'failed', 'canceled') AND finished_at < :cutoff{scope}
 RETURNING id;

@@ -14,7 +14,7 @@ SELECT inserted.id FROM inserted, LATERAL (SELECT pg_notify('offload_queue', :qu
 -- SKIP LOCKED lets concurrent consumers take different rows without waiting on each other.
 WITH candidate AS (
   SELECT id FROM {table}
-  WHERE state IN ('queued', 'errored') AND (process_after IS NULL OR process_after <= :now)
+  WHERE state IN ('queued', 'errored') AND (process_after IS NULL OR process_after <= :now){scope}
   ORDER BY {order_by}
   LIMIT :limit
   FOR UPDATE SKIP LOCKED
@@ -30,7 +30,7 @@ RETURNING t.*;
 -- name: heartbeat
 UPDATE {table}
 SET last_heartbeat_at = :now
-WHERE id = ANY(:ids::bigint[]) AND state = 'processing' AND worker_hostname = :holder
+WHERE id = ANY(:ids::bigint[]) AND state = 'processing' AND worker_hostname = :holder{scope}
 RETURNING id, cancel;
 
 -- name: mark_complete
@@ -73,7 +73,7 @@ SET state = 'queued', queued_at = :now, started_at = NULL, num_resets = num_rese
     lease_token = NULL
 WHERE id IN (
   SELECT id FROM {table}
-  WHERE state = 'processing' AND last_heartbeat_at < :cutoff AND num_resets < :max_resets
+  WHERE state = 'processing' AND last_heartbeat_at < :cutoff AND num_resets < :max_resets{scope}
   FOR UPDATE SKIP LOCKED
 )
 RETURNING id;
@@ -86,11 +86,11 @@ SET state = 'failed', finished_at = :now, lease_token = NULL,
       || COALESCE(worker_hostname, '(unknown)') || ', stopped heartbeating'
 WHERE id IN (
   SELECT id FROM {table}
-  WHERE state = 'processing' AND last_heartbeat_at < :cutoff AND num_resets >= :max_resets
+  WHERE state = 'processing' AND last_heartbeat_at < :cutoff AND num_resets >= :max_resets{scope}
   FOR UPDATE SKIP LOCKED
 )
 RETURNING id;
 
 -- name: oldest_queued
 SELECT MIN(GREATEST(queued_at, COALESCE(process_after, queued_at))) AS oldest
-FROM {table} WHERE state IN ('queued', 'errored');
+FROM {table} WHERE state IN ('queued', 'errored'){scope};

@@ -14,7 +14,7 @@ SET state = 'processing', started_at = :now, last_heartbeat_at = :now, finished_
     failure_message = NULL, worker_hostname = :holder, lease_token = lower(hex(randomblob(16)))
 WHERE id IN (
   SELECT id FROM {table}
-  WHERE state IN ('queued', 'errored') AND (process_after IS NULL OR process_after <= :now)
+  WHERE state IN ('queued', 'errored') AND (process_after IS NULL OR process_after <= :now){scope}
   ORDER BY {order_by}
   LIMIT :limit
 )
@@ -23,7 +23,7 @@ RETURNING *;
 -- name: heartbeat
 UPDATE {table}
 SET last_heartbeat_at = :now
-WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'processing' AND worker_hostname = :holder
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'processing' AND worker_hostname = :holder{scope}
 RETURNING id, cancel;
 
 -- name: mark_complete
@@ -67,7 +67,7 @@ SET state = 'queued', queued_at = :now, started_at = NULL, num_resets = num_rese
     lease_token = NULL
 WHERE id IN (
   SELECT id FROM {table}
-  WHERE state = 'processing' AND last_heartbeat_at < :cutoff AND num_resets < :max_resets
+  WHERE state = 'processing' AND last_heartbeat_at < :cutoff AND num_resets < :max_resets{scope}
 )
 RETURNING id;
 
@@ -79,10 +79,10 @@ SET state = 'failed', finished_at = :now, lease_token = NULL,
       || COALESCE(worker_hostname, '(unknown)') || ', stopped heartbeating'
 WHERE id IN (
   SELECT id FROM {table}
-  WHERE state = 'processing' AND last_heartbeat_at < :cutoff AND num_resets >= :max_resets
+  WHERE state = 'processing' AND last_heartbeat_at < :cutoff AND num_resets >= :max_resets{scope}
 )
 RETURNING id;
 
 -- name: oldest_queued
 SELECT MIN(max(queued_at, COALESCE(process_after, queued_at))) AS oldest
-FROM {table} WHERE state IN ('queued', 'errored');
+FROM {table} WHERE state IN ('queued', 'errored'){scope};
