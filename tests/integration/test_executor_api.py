@@ -18,6 +18,8 @@ from offload.db.base import Database
 from offload.db.url import DatabaseURL
 from offload.dispatch.access import executor_token
 from offload.executor.client import ExecutorClient, Unauthorized
+from offload.executor.cmdlog import CommandLog
+from offload.executor.redaction import Redactor
 from offload.jobs.queue import spec as job_queue
 from offload.protocol import routes
 from offload.queue.record import LogEntry, NotOwned
@@ -55,6 +57,14 @@ def job_payload(**changes: object) -> dict[str, object]:
             **changes,
         }
     }
+
+
+async def hand_back_every_job(db: Database, store: SqlQueueStore) -> None:
+    """Make every processing job look abandoned and let the resetter queue it again."""
+    await db.fetch(
+        "UPDATE jobs SET last_heartbeat_at = :t", {"t": datetime(2000, 1, 1, tzinfo=UTC)}
+    )
+    await store.reset_stalled()
 
 
 async def client_for(
@@ -147,10 +157,7 @@ async def test_a_reset_job_is_lost_to_its_old_executor(db: Database, server_url:
     new = await client_for(db, server_url, "exec-new")
     job_id = await store.enqueue(job_payload())
     (stale,) = await old.dequeue("exec-old")
-    await db.fetch(
-        "UPDATE jobs SET last_heartbeat_at = :t", {"t": datetime(2000, 1, 1, tzinfo=UTC)}
-    )
-    await store.reset_stalled()
+    await hand_back_every_job(db, store)
     (fresh,) = await new.dequeue("exec-new")
     assert (await old.heartbeat("exec-old", [stale.id])).known_ids == []
     with pytest.raises(NotOwned):
@@ -234,3 +241,30 @@ async def test_multi_queue_dequeue_follows_the_configured_weights(
     assert all((r.fields["job"].id in gpu_ids) == (r.queue == "gpu") for r in taken)
     assert (await gpu.counts())[State.PROCESSING] == 1 + sum(r.queue == "gpu" for r in taken)
     assert (await default.counts())[State.PROCESSING] == sum(r.queue == "default" for r in taken)
+
+
+async def test_command_logs_land_in_order_and_a_lost_job_surfaces_at_drain(
+    db: Database, server_url: str
+) -> None:
+    store = SqlQueueStore(db, job_queue())
+    client = await client_for(db, server_url)
+    job_id = await store.enqueue(job_payload())
+    (record,) = await client.dequeue("exec-1")
+    logs = CommandLog(client, record.lease, Redactor({"hunter2": "SECRET"}))
+    for i in range(6):
+        # Nothing here waits for the server: the writes go out behind the commands.
+        async with logs.command(f"step.{i}", ["echo", str(i)]) as command:
+            command.write("stdout", f"line {i} hunter2")
+            command.exit_code = i
+    await logs.drain()
+    stored = [(e.key, e.exit_code, e.out) for e in await store.logs(job_id)]
+    assert stored == [(f"step.{i}", i, f"stdout: line {i} SECRET\n") for i in range(6)]
+
+    # The job is handed to someone else: the next entries cannot land, and drain says so.
+    await hand_back_every_job(db, store)
+    async with logs.command("step.late", ["true"]) as command:
+        command.exit_code = 0
+    with pytest.raises(NotOwned):
+        await logs.drain()
+    assert len(await store.logs(job_id)) == 6
+    await client.close()

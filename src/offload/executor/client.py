@@ -20,6 +20,7 @@ import httpx
 from pydantic import ValidationError
 
 from offload import __version__
+from offload.http import client
 from offload.protocol import routes
 from offload.protocol.wire import (
     DequeueRequest,
@@ -83,7 +84,7 @@ class ExecutorClient:
         self.name = name
         self.runtime = runtime
         self.retry_delay = retry_delay
-        self.http = http or httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(60.0))
+        self.http = http or client(self.base_url, timeout=60.0)
         self._ids = itertools.count(1)
         self._held: dict[int, Held] = {}
         self._git_version = git_version()

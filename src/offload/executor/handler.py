@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import uuid
@@ -66,7 +67,11 @@ class JobHandler:
         logs = CommandLog(self.client, lease, redactor)
         root = workspace.create(self.settings.workspaces, job)
         try:
-            await self._run(job, root, logs)
+            try:
+                await self._run(job, root, logs)
+            finally:
+                # Every log write lands before the job is reported finished.
+                await asyncio.shield(logs.drain())
         except workspace.WorkspaceError as exc:
             raise JobFailed(str(exc)) from exc
         finally:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from offload.config import Settings
+from offload.http import client as http_client
 
 jobs_app = typer.Typer(
     help="Generic jobs: list, show, follow, cancel, retry.", no_args_is_help=True
@@ -28,7 +29,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=Settings().server_url(), timeout=30.0)
+    return http_client(Settings().server_url(), timeout=30.0)
 
 
 async def _call(client: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> Any:
