@@ -1,0 +1,1 @@
+"""Batch changes: one change described once, run across many repositories, tracked as changesets."""
