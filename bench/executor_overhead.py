@@ -11,6 +11,7 @@ For each run (``--runs``, fresh server and database each time):
 1. **Floors**, measured first in the same run, each ``--samples`` times:
 
    * ``http``: one HTTP round trip to the server (``GET /healthz`` on a kept-alive connection);
+     the same request on a new connection each time (``http-new-connection``) for information;
    * ``clone``: ``git clone --depth 1 file://<the server's mirror>`` of the same repository;
    * ``sandbox``: the sandbox runtime's own argv (``SandboxRuntime.command()``: ``env -i``,
      cgroup join, ``prlimit``, ``bwrap`` with the same flags) with the step's script replaced
@@ -27,8 +28,8 @@ For each run (``--runs``, fresh server and database each time):
    jobs submitted one at a time (after 3 discarded warm-up jobs), each awaited before the next.
    The end-to-end figure is ``finishedAt - queuedAt`` as the job's record stores them. Its
    phases are derived from the record's timestamps and the job's log entries (each entry has
-   ``startTime`` and ``durationMs``, taken by the executor; an entry's duration includes the
-   HTTP call that creates it, not the one that finishes it):
+   ``startTime`` and ``durationMs``, taken by the executor; the executor writes entries in the
+   background, so an entry's duration is its command's, without the HTTP calls):
 
    * ``dequeue`` = ``startedAt - queuedAt`` (the long poll wakes and leases the job);
    * ``workspace`` = the sum of the ``setup.git.*`` (and ``setup.files``) entries' durations;
@@ -132,21 +133,6 @@ HTTP_WARMUP = 20
 SUBMITTERS = 8  # concurrent POST /api/jobs calls in the throughput step
 TERMINAL = {"completed", "failed", "errored", "canceled"}
 JOB_TIMEOUT = 120.0
-# `python -c SERVER_NODELAY server ...` (--server-nodelay): the server, its listening socket
-# marked as TCP (proto IPPROTO_TCP) so that asyncio sets TCP_NODELAY on each connection it
-# accepts; offload.serving.listen() creates it with proto 0, which asyncio leaves alone.
-SERVER_NODELAY = """
-import socket, sys
-import offload.api.server, offload.serving
-plain = offload.serving.listen
-def listen(host, port, *, settings_hint):
-    sock = plain(host, port, settings_hint=settings_hint)
-    return socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, sock.detach())
-offload.serving.listen = offload.api.server.listen = listen
-from offload.cli import main
-sys.argv[0] = "offload"
-main()
-"""
 PHASES = ("dequeue", "workspace", "images", "step", "bookkeeping", "completion")
 
 
@@ -162,7 +148,6 @@ class Params:
     slots: int
     poll_interval: float
     postgres_url: str | None
-    server_nodelay: bool
 
 
 # -- measuring helpers --------------------------------------------------------------------
@@ -269,7 +254,7 @@ class Engine:
     @property
     def host(self) -> str:
         """The engine's DOCKER_HOST."""
-        return self.dockerd.host
+        return str(self.dockerd.host)
 
     def stop(self) -> None:
         """Stop dockerd and remove its directory."""
@@ -420,14 +405,13 @@ def measure_floors(
 ) -> dict[str, list[float]]:
     """Every floor, `params.samples` times each, in ms."""
     count = max(params.samples, 100)
-    # A new connection per request: offload's server does not set TCP_NODELAY (see
-    # SERVER_NODELAY), so on a kept-alive connection a response can wait ~40 ms for the
-    # client's delayed ACK. The floor is the round trip without that stall; the kept-alive
-    # figure, stall included, is shown beside it.
+    # The floor is a round trip on a kept-alive connection, as the executor's calls are (the
+    # server sets TCP_NODELAY on the connections it accepts, so no response waits for a
+    # delayed ACK); a new connection per request is shown beside it for information.
+    floors: dict[str, list[float]] = {"http": http_floor(client, count)}
     fresh = httpx.Limits(max_keepalive_connections=0)
     with httpx.Client(base_url=client.base_url, timeout=60, limits=fresh) as once:
-        floors: dict[str, list[float]] = {"http": http_floor(once, count)}
-    floors["http-keepalive"] = http_floor(client, count)
+        floors["http-new-connection"] = http_floor(once, count)
 
     async def sample_all() -> None:
         # One discarded round first: the page cache, bwrap's and docker's first start.
@@ -563,25 +547,7 @@ def throughput(
 # -- one run --------------------------------------------------------------------------------
 
 
-def start_server(fleet: Fleet, nodelay: bool) -> None:
-    """Start the fleet's server (on its port once it has one); with `nodelay`, through the shim."""
-    if not nodelay:
-        fleet.start_server()
-        return
-    argv = [sys.executable, "-c", SERVER_NODELAY, "server", "--port", str(fleet.port)]
-    popen = subprocess.Popen(
-        argv,
-        env={**os.environ, **fleet.env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    fleet.server = Process("server", popen)
-    found = fleet.server.wait_for(r"offload server listening on http://127\.0\.0\.1:(\d+)")
-    fleet.port = int(found.group(1))
-
-
-def restart_server(fleet: Fleet, nodelay: bool) -> None:
+def restart_server(fleet: Fleet) -> None:
     """Restart the server on its port: no long poll of an executor stopped earlier outlives it.
 
     A stopped executor's pending long poll stays open on the server and can lease the next job
@@ -590,7 +556,7 @@ def restart_server(fleet: Fleet, nodelay: bool) -> None:
     """
     assert fleet.server is not None
     fleet.server.stop(timeout=60)
-    start_server(fleet, nodelay)
+    fleet.start_server()
 
 
 def one_run(params: Params, engine: Engine | None, console: Console) -> dict[str, Any]:
@@ -614,13 +580,13 @@ def one_run(params: Params, engine: Engine | None, console: Console) -> dict[str
             ("throughput", r) for r in params.runtimes
         ]
         try:
-            start_server(fleet, params.server_nodelay)
+            fleet.start_server()
             with httpx.Client(base_url=fleet.base, timeout=60) as client:
                 console.print("  floors")
                 floors = measure_floors(client, params, engine, scratch, mirror, commit)
             for n, (step, runtime) in enumerate(steps):
                 if n > 0:
-                    restart_server(fleet, params.server_nodelay)
+                    restart_server(fleet)
                 with httpx.Client(base_url=fleet.base, timeout=60) as client:
                     if step == "latency":
                         console.print(f"  latency, {runtime}: {params.samples} sequential jobs")
@@ -831,7 +797,9 @@ PHASE_KEYS = {
 }
 
 
-def print_summary(console: Console, params: Params, meds: dict[str, float], goals: list) -> None:
+def print_summary(
+    console: Console, params: Params, meds: dict[str, float], goals: list[dict[str, Any]]
+) -> None:
     """The medians, floors, ratios and targets as tables."""
     runtimes = [r for r in params.runtimes if f"{r}.total.p50_ms" in meds]
     phases = Table(
@@ -854,7 +822,7 @@ def print_summary(console: Console, params: Params, meds: dict[str, float], goal
 
     found = {k.split(".", 1)[1].removesuffix(".p50_ms") for k in meds if ".entry:" in k}
     keys = sorted(found, key=lambda k: ENTRY_ORDER.index(k) if k in ENTRY_ORDER else 99)
-    entries = Table(title="Log entries, p50 (ms; each includes the HTTP call that creates it)")
+    entries = Table(title="Log entries, p50 (ms; the command only, log writes are background)")
     entries.add_column("entry")
     for runtime in runtimes:
         entries.add_column(runtime, justify="right")
@@ -869,8 +837,8 @@ def print_summary(console: Console, params: Params, meds: dict[str, float], goal
     floors.add_column("p95", justify="right")
     floors.add_column("what")
     notes = {
-        "http": "GET /healthz, a new connection each",
-        "http-keepalive": "GET /healthz, kept-alive connection (info)",
+        "http": "GET /healthz, kept-alive connection",
+        "http-new-connection": "GET /healthz, a new connection each (info)",
         "clone": "git clone --depth 1 file://<mirror>",
         "git-sequence": "the executor's 6 git commands against file:// (info)",
         "sandbox": "SandboxRuntime.command() argv running `true`",
@@ -991,12 +959,6 @@ def parse_args(argv: list[str] | None = None) -> Params:
         "the server of URL (default $OFFLOAD_BENCH_POSTGRES_URL or "
         f"{DEFAULT_POSTGRES_URL}); without it, a temporary SQLite file",
     )
-    parser.add_argument(
-        "--server-nodelay",
-        action="store_true",
-        help="what-if, for information: start the server with TCP_NODELAY on its connections "
-        "(through a shim around offload.serving.listen; offload's own code is not changed)",
-    )
     args = parser.parse_args(argv)
     runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
     unknown = set(runtimes) - set(RUNTIMES)
@@ -1013,7 +975,6 @@ def parse_args(argv: list[str] | None = None) -> Params:
         slots=args.slots,
         poll_interval=args.poll_interval,
         postgres_url=args.postgres,
-        server_nodelay=args.server_nodelay,
     )
 
 
@@ -1046,7 +1007,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"executor overhead: runtimes {','.join(params.runtimes)}, {params.runs} run(s), "
                 f"{params.samples} samples, {params.jobs} throughput jobs, "
                 f"{'PostgreSQL' if params.postgres_url else 'SQLite'}, "
-                f"{'server with TCP_NODELAY (what-if), ' if params.server_nodelay else ''}"
                 f"{machine['cpu_count']} CPUs, Python {machine['python']}"
             )
             runs = []
