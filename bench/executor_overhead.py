@@ -64,9 +64,9 @@ the private dockerd), never as a test:
 
     .venv/bin/python bench/executor_overhead.py --runs 3
 
-It imports the test helpers ``tests/e2e/fleet.py`` (server and executor processes),
-``tests/integration/dockerd.py`` (a private dockerd on its own socket) and
-``tests/integration/busybox.py`` (the busybox image), and needs bubblewrap, umoci, git,
+It imports the test helpers ``tests/support/fleet.py`` (server and executor processes),
+``tests/support/dockerd.py`` (a private dockerd on its own socket) and
+``tests/support/busybox.py`` (the busybox image), and needs bubblewrap, umoci, git,
 busybox-static and docker.io.
 """
 
@@ -111,7 +111,7 @@ from offload.protocol.wire import Job
 from offload.repos.mirror import Mirrors
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests" / "e2e"), str(ROOT / "tests" / "integration")]
+sys.path[:0] = [str(ROOT / "tests" / "support")]
 from busybox import BusyboxMissing, build_rootfs, build_tarball  # noqa: E402
 from dockerd import Dockerd, EngineUnavailable  # noqa: E402
 from fleet import Fleet, Process, make_repo  # noqa: E402

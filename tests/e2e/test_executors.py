@@ -13,6 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from busybox import BusyboxMissing, build_rootfs, build_tarball
+from ci import unavailable
+from dockerd import Dockerd, EngineUnavailable
 from fleet import Fleet, make_repo, spawn
 
 from offload.db.url import DatabaseURL
@@ -275,3 +278,31 @@ def test_offload_run_queue_reaches_only_that_queues_executors(fleet: Fleet) -> N
     wrong = fleet.offload("run", "--repo", "demo", "--queue", "nope", "--", "true")
     assert wrong.returncode != 0
     assert "no job queue 'nope'; the queues are default, gpu" in wrong.stderr
+
+
+def test_the_docker_runtime_runs_a_job_through_a_real_engine(fleet: Fleet, tmp_path: Path) -> None:
+    image = "offload-test/busybox:latest"
+    engine = Dockerd()
+    try:
+        try:
+            engine.start()
+            tarball = build_tarball(build_rootfs(tmp_path / "rootfs"), tmp_path / "busybox.tar")
+        except (EngineUnavailable, BusyboxMissing) as exc:
+            unavailable(f"no Docker engine for the docker runtime: {exc}")
+        imported = engine.docker("import", str(tarball), image)
+        assert imported.returncode == 0, imported.stderr.decode()
+        # The docker CLI the executor runs finds the test's engine through DOCKER_HOST.
+        fleet.start_executor("exec-docker", slots=1, backend="docker", DOCKER_HOST=engine.host)
+        command = "cat README; echo uid=$(id -u); wget -q -T 2 -O- " + fleet.base + "/healthz"
+        result = fleet.offload("run", "--repo", "demo", "--image", image, "--", "sh", "-c", command)
+        assert result.returncode != 0  # wget: the container has no network
+        assert "hello from demo" in result.stdout
+        (job,) = httpx.get(f"{fleet.base}/api/jobs", timeout=30).json()
+        assert (job["state"], job["executor"]) == ("failed", "exec-docker")
+        assert job["exitCode"] not in (None, 0)
+        assert "step.docker.run" in [str(e["key"]) for e in fleet.logs(int(job["id"]))]
+        # Removed with the job (--rm): nothing of it is left in the engine.
+        assert engine.docker("ps", "--all", "--quiet").stdout.strip() == b""
+    finally:
+        fleet.stop_all()
+        engine.stop()

@@ -16,10 +16,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 from busybox import BusyboxMissing, build_rootfs, build_tarball
+from ci import unavailable
 from dockerd import Dockerd, EngineUnavailable
 
 from offload.executor.images import ImageStore
@@ -35,18 +35,10 @@ from offload.executor.runtimes.registry import (
 from offload.executor.runtimes.sandbox import SandboxRuntime
 from offload.executor.runtimes.shell import ShellRuntime
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 IMAGE = "local/busybox"
 DOCKER_IMAGE = "offload-test/busybox:latest"
 PAGE = "offload host-only page"
 ROOTS = [pytest.param(IMAGE, id="busybox-image"), pytest.param(None, id="default-root")]
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip, except on CI, where every runtime must really run."""
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: these machines can run it, so it must not skip)")
-    pytest.skip(reason)
 
 
 def require(*tools: tuple[str, str]) -> None:
