@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from offload.batches import queue as batches
 from offload.config import Settings
 from offload.dispatch.queue import ExecutorQueue
 from offload.jobs import queue as jobs
@@ -15,7 +16,7 @@ class QueueSettingError(ValueError):
 
 def record_queues(settings: Settings) -> dict[str, QueueSpec]:
     """Every record queue, for the worker's resetter, janitor and gauges."""
-    return {name: jobs.spec(name) for name in settings.job_queues}
+    return {**{name: jobs.spec(name) for name in settings.job_queues}, batches.NAME: batches.SPEC}
 
 
 def executor_queues(settings: Settings) -> dict[str, ExecutorQueue]:

@@ -317,9 +317,11 @@ async def test_a_worker_whose_jobs_keep_failing_restarts_them_and_stops_on_sigte
                 "repos.syncer",
             ]
             assert set(health["routines"]) == {
-                "queues.resetter:default",
-                "queues.janitor:default",
-                "metrics.queue-size:default",
+                *(
+                    f"{job}:{queue}"
+                    for job in health["jobs"][:3]
+                    for queue in ("default", "batches")
+                ),
                 "repos.syncer",
             }
             response = await client.get("/metrics")
@@ -336,6 +338,8 @@ async def test_a_worker_whose_jobs_keep_failing_restarts_them_and_stops_on_sigte
                     await asyncio.sleep(0.1)
             health = (await client.get("/healthz")).json()
             assert health["routines"]["queues.resetter:default"] == "backing-off"
+            # The other queue's routines do not share the broken one's fate.
+            assert health["routines"]["queues.resetter:batches"] == "running"
 
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)

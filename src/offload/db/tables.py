@@ -171,3 +171,32 @@ secrets = Table(
     Column("created_at", TIME, nullable=False),
     Column("updated_at", TIME, nullable=False),
 )
+
+
+# One execution job per batch spec workspace, consumed by executors in the `batches` queue.
+# fair_key orders them round-robin between users (batches/queue.py says how it is assigned).
+batch_workspace_jobs = Table(
+    "batch_workspace_jobs",
+    metadata,
+    *record_queue_columns(),
+    Column("batch_spec_id", BigInteger, nullable=False),
+    Column("workspace_id", BigInteger, nullable=False),
+    Column("user_name", String(255), nullable=False),
+    Column("fair_key", BigInteger, nullable=False),
+    *record_queue_indexes("batch_workspace_jobs"),
+    Index(
+        "batch_workspace_jobs_fair_idx",
+        "fair_key",
+        "id",
+        postgresql_where=text("state IN ('queued', 'errored')"),
+        sqlite_where=text("state IN ('queued', 'errored')"),
+    ),
+)
+
+# The last fair_key handed to each user's batch workspace jobs.
+batch_queue_users = Table(
+    "batch_queue_users",
+    metadata,
+    Column("user_name", String(255), primary_key=True),
+    Column("last_key", BigInteger, nullable=False),
+)
