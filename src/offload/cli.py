@@ -33,6 +33,7 @@ app.add_typer(migrate_app, name="migrate")
 
 def _add_feature_commands() -> None:
     # Each feature keeps its commands next to its code; this is the one place they meet.
+    from offload.batches.cli import batch_app
     from offload.dispatch.cli import executors_app, secrets_app
     from offload.executor.cli import executor_app
     from offload.jobs.cli import jobs_app, run
@@ -43,6 +44,7 @@ def _add_feature_commands() -> None:
     app.add_typer(executor_app, name="executor")
     app.add_typer(executors_app, name="executors")
     app.add_typer(secrets_app, name="secrets")
+    app.add_typer(batch_app, name="batch")
     app.command(context_settings={"allow_interspersed_args": False})(run)
 
 
