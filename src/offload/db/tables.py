@@ -200,3 +200,146 @@ batch_queue_users = Table(
     Column("user_name", String(255), primary_key=True),
     Column("last_key", BigInteger, nullable=False),
 )
+
+# A batch spec as submitted: its YAML, who submitted it, and (once applied) its batch change.
+batch_specs = Table(
+    "batch_specs",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("rand_id", String(32), nullable=False, unique=True),
+    Column("user_name", String(255), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("raw_spec", Text, nullable=False),
+    Column("created_at", TIME, nullable=False),
+    Column("applied_at", TIME),
+    Column("batch_change_id", BigInteger),
+)
+
+# Turns a batch spec into workspaces (`batches.resolver`); one row per spec.
+batch_resolution_jobs = Table(
+    "batch_resolution_jobs",
+    metadata,
+    *record_queue_columns(),
+    Column("batch_spec_id", BigInteger, nullable=False, unique=True),
+    *record_queue_indexes("batch_resolution_jobs"),
+)
+
+# One repository (branch, directory) a batch spec's steps run in.
+batch_workspaces = Table(
+    "batch_workspaces",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("batch_spec_id", BigInteger, nullable=False),
+    Column("repo_name", String(255), nullable=False),
+    Column("branch", Text, nullable=False),
+    Column("commit", String(64), nullable=False),
+    Column("path", Text, nullable=False, server_default=""),
+    Column("file_matches", JSONType, nullable=False),
+    Column("only_fetch_workspace", Boolean, nullable=False, server_default=text("false")),
+    Column("ignored", Boolean, nullable=False, server_default=text("false")),
+    Column("skipped", Boolean, nullable=False, server_default=text("false")),
+    # How many leading steps the step cache already answers, and whether it answers them all.
+    Column("cached_steps", Integer, nullable=False, server_default="0"),
+    Column("cached_result_found", Boolean, nullable=False, server_default=text("false")),
+    Index("batch_workspaces_spec_idx", "batch_spec_id", "id"),
+)
+
+# Step results by cache key (batches/cache.py): an unchanged step is never run twice.
+batch_step_cache = Table(
+    "batch_step_cache",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("user_name", String(255), nullable=False),
+    Column("key", String(128), nullable=False),
+    Column("value", JSONType, nullable=False),
+    Column("created_at", TIME, nullable=False),
+    UniqueConstraint("user_name", "key", name="batch_step_cache_user_key"),
+)
+
+# What one workspace's changes should become on the code host (or a pull request to import).
+changeset_specs = Table(
+    "changeset_specs",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("batch_spec_id", BigInteger, nullable=False),
+    Column("workspace_id", BigInteger),
+    Column("repo_name", String(255), nullable=False),
+    # 'branch' (a change offload makes) or 'existing' (a pull request to track).
+    Column("kind", String(16), nullable=False),
+    Column("external_id", String(255)),
+    Column("base_ref", Text, nullable=False, server_default=""),
+    Column("base_rev", String(64), nullable=False, server_default=""),
+    Column("head_ref", Text, nullable=False, server_default=""),
+    Column("title", Text, nullable=False, server_default=""),
+    Column("body", Text, nullable=False, server_default=""),
+    Column("commit_message", Text, nullable=False, server_default=""),
+    Column("author_name", Text, nullable=False, server_default=""),
+    Column("author_email", Text, nullable=False, server_default=""),
+    Column("published", JSONType),
+    Column("diff", Text, nullable=False, server_default=""),
+    Column("diff_added", Integer, nullable=False, server_default="0"),
+    Column("diff_deleted", Integer, nullable=False, server_default="0"),
+    Column("created_at", TIME, nullable=False),
+    Index("changeset_specs_spec_idx", "batch_spec_id", "id"),
+)
+
+# A batch change: the named, applied result of a user's batch specs.
+batch_changes = Table(
+    "batch_changes",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("user_name", String(255), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("batch_spec_id", BigInteger, nullable=False),
+    Column("created_at", TIME, nullable=False),
+    Column("updated_at", TIME, nullable=False),
+    Column("closed_at", TIME),
+    UniqueConstraint("user_name", "name", name="batch_changes_user_name_key"),
+)
+
+# A pull request a batch change owns or tracks; also the reconciler's record queue.
+changesets = Table(
+    "changesets",
+    metadata,
+    *record_queue_columns(),
+    Column("batch_change_id", BigInteger, nullable=False),
+    Column("repo_name", String(255), nullable=False),
+    Column("spec_id", BigInteger),
+    Column("previous_spec_id", BigInteger),
+    Column("owned", Boolean, nullable=False, server_default=text("true")),
+    # unpublished | draft | published: what the reconciler has made of it on the host.
+    Column("publication_state", String(16), nullable=False, server_default="unpublished"),
+    Column("external_id", String(255)),
+    Column("external_state", String(16)),
+    Column("external_url", Text),
+    Column("review_state", String(32)),
+    Column("checks_state", String(32)),
+    Column("head_ref", Text),
+    Column("pushed_commit", String(64)),
+    Column("closing", Boolean, nullable=False, server_default=text("false")),
+    Column("detached", Boolean, nullable=False, server_default=text("false")),
+    Column("synced_at", TIME),
+    Column("updated_at", TIME, nullable=False),
+    *record_queue_indexes("changesets"),
+    Index("changesets_batch_change_idx", "batch_change_id", "id"),
+)
+
+# Pull requests of the built-in code host: repositories the server holds from a local path.
+pull_requests = Table(
+    "pull_requests",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("repo_name", String(255), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False, server_default=""),
+    Column("base_ref", Text, nullable=False),
+    Column("head_ref", Text, nullable=False),
+    # open | draft | merged | closed
+    Column("state", String(16), nullable=False),
+    Column("merge_commit", String(64)),
+    Column("created_at", TIME, nullable=False),
+    Column("updated_at", TIME, nullable=False),
+    UniqueConstraint("repo_name", "number", name="pull_requests_repo_number_key"),
+)
