@@ -1,0 +1,1 @@
+"""Code hosts that batch changes open and track pull requests on."""
