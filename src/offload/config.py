@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -70,6 +71,14 @@ def checkout_root() -> Path | None:
     return None
 
 
+def default_user() -> str:
+    """The login name of whoever runs the CLI."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "offload"
+
+
 def default_data_dir() -> Path:
     """`.offload` in the checkout when run from one, else the user's data directory."""
     root = checkout_root()
@@ -104,6 +113,10 @@ class Settings(BaseSettings):
     records_retention: Duration = timedelta(days=30)
     # How often `repos.syncer` fetches every mirrored repository from its source.
     repos_sync_interval: Duration = timedelta(minutes=5)
+    # How often published changesets are read back from their code host.
+    batches_sync_interval: Duration = timedelta(seconds=30)
+    # Who batch specs are submitted as from this machine's CLI (their owner and fair share).
+    user: str = Field(default_factory=default_user)
     # The queues of generic jobs (`offload run --queue`); the first is the default. Executors
     # take from the ones named in their EXECUTOR_QUEUE_NAME(S), e.g. a `gpu` pool.
     job_queues: QueueNames = Field(default_factory=lambda: ["default"])

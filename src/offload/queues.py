@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from offload.batches import changesets, resolver, transform
 from offload.batches import queue as batches
 from offload.config import Settings
 from offload.dispatch.queue import ExecutorQueue
@@ -16,7 +17,12 @@ class QueueSettingError(ValueError):
 
 def record_queues(settings: Settings) -> dict[str, QueueSpec]:
     """Every record queue, for the worker's resetter, janitor and gauges."""
-    return {**{name: jobs.spec(name) for name in settings.job_queues}, batches.NAME: batches.SPEC}
+    return {
+        **{name: jobs.spec(name) for name in settings.job_queues},
+        batches.NAME: batches.SPEC,
+        resolver.SPEC.name: resolver.SPEC,
+        changesets.SPEC.name: changesets.SPEC,
+    }
 
 
 def executor_queues(settings: Settings) -> dict[str, ExecutorQueue]:
@@ -26,6 +32,12 @@ def executor_queues(settings: Settings) -> dict[str, ExecutorQueue]:
         name: ExecutorQueue(jobs.spec(name), to_executor_job, weight=weights.get(name, 1))
         for name in settings.job_queues
     }
+    queues[batches.NAME] = ExecutorQueue(
+        batches.SPEC,
+        transform.to_executor_job,
+        weight=weights.get(batches.NAME, 1),
+        finish=transform.finish,
+    )
     unknown = sorted(set(weights) - set(queues))
     if unknown:
         raise QueueSettingError(

@@ -24,7 +24,14 @@ from dockerd import Dockerd, EngineUnavailable
 
 from offload.executor.images import ImageStore
 from offload.executor.process import StepProcess, StepTimeout
-from offload.executor.runtimes.base import ImageNotFound, Limits, Runtime, Step
+from offload.executor.runtimes.base import (
+    ImageNotFound,
+    Limits,
+    Mount,
+    Runtime,
+    Step,
+    StepUnsupported,
+)
 from offload.executor.runtimes.docker import DockerRuntime, container_name
 from offload.executor.runtimes.registry import (
     RUNTIMES,
@@ -73,11 +80,12 @@ def step_process(
     env: dict[str, str] | None = None,
     dir: str = "",
     run_id: str | None = None,
+    mounts: tuple[Mount, ...] = (),
 ) -> StepProcess:
     """Write the script into the workspace and make the process that runs it."""
     (workspace / "step.sh").write_text(script)
     run_id = run_id or f"test-{secrets.token_hex(4)}"
-    step = Step("test", "step.sh", image=image, dir=dir, env=env or {})
+    step = Step("test", "step.sh", image=image, dir=dir, env=env or {}, mounts=mounts)
     argv = runtime.command(step, workspace, limits, run_id)
 
     async def sink(stream: str, line: str) -> None:
@@ -95,11 +103,12 @@ async def run_step(
     limits: Limits = Limits(),
     env: dict[str, str] | None = None,
     dir: str = "",
+    mounts: tuple[Mount, ...] = (),
 ) -> Ran:
     """Run one step to its end."""
     ran = Ran()
     process = step_process(
-        runtime, workspace, script, ran, image=image, limits=limits, env=env, dir=dir
+        runtime, workspace, script, ran, image=image, limits=limits, env=env, dir=dir, mounts=mounts
     )
     ran.code = await process.run(timeout=60)
     return ran
@@ -487,6 +496,86 @@ async def test_sandbox_runs_in_the_steps_dir_with_its_env(
     assert ran.out == ["/data/repo/sub", "hi"]
 
 
+# -- mounts ----------------------------------------------------------------------------------
+
+
+MOUNTED = "mounted from the workspace"
+# Reads a read-only file mount, tries to change it, and writes into a read-write directory.
+MOUNT_SCRIPT = """cat {file}
+echo changed > {file} 2>&1 || echo REFUSED-READ-ONLY
+echo written > {dir}/result.txt && echo WROTE-READ-WRITE
+"""
+
+
+def mounted(workspace: Path, file_target: str, dir_target: str) -> tuple[Mount, ...]:
+    """A read-only file and a read-write directory of the workspace, mounted at the targets."""
+    (workspace / "given").mkdir()
+    (workspace / "given" / "conf,1.txt").write_text(MOUNTED + "\n")
+    (workspace / "out").mkdir()
+    return (
+        Mount(workspace / "given" / "conf,1.txt", file_target, read_only=True),
+        Mount(workspace / "out", dir_target, read_only=False),
+    )
+
+
+def assert_mounted(ran: Ran, workspace: Path) -> None:
+    """The step read the file, could not change it, and wrote through the directory."""
+    assert ran.out[0] == MOUNTED, ran.text
+    assert "REFUSED-READ-ONLY" in ran.out and "Read-only file system" in ran.text, ran.text
+    assert (workspace / "given" / "conf,1.txt").read_text() == MOUNTED + "\n"
+    assert "WROTE-READ-WRITE" in ran.out, ran.text
+    assert (workspace / "out" / "result.txt").read_text() == "written\n"
+
+
+@pytest.mark.parametrize("image", ROOTS)
+async def test_sandbox_mounts_files_over_the_root_and_under_tmp(
+    sandbox: SandboxRuntime, workspace: Path, image: str | None
+) -> None:
+    # /etc/passwd exists in the image (the mount replaces it) and is new on the default root.
+    mounts = mounted(workspace, "/etc/passwd", "/tmp/out/deeper")
+    script = MOUNT_SCRIPT.format(file="/etc/passwd", dir="/tmp/out/deeper")
+    ran = await run_step(sandbox, workspace, script, image=image, mounts=mounts)
+    assert ran.code == 0, ran.text
+    assert_mounted(ran, workspace)
+
+
+async def test_sandbox_refuses_a_mount_point_it_cannot_create(
+    sandbox: SandboxRuntime, workspace: Path
+) -> None:
+    (workspace / "conf").write_text("x")
+    step = Step("tool", "step.sh", image=IMAGE, mounts=(Mount(workspace / "conf", "/opt/tool"),))
+    with pytest.raises(StepUnsupported) as raised:
+        sandbox.command(step, workspace, Limits(), "r")
+    message = str(raised.value)
+    assert f"mounts /opt/tool, which does not exist in image {IMAGE}" in message
+    assert "under /tmp" in message and "docker runtime" in message
+    missing_in_usr = Step("u", "step.sh", mounts=(Mount(workspace / "conf", "/usr/no-such"),))
+    with pytest.raises(StepUnsupported, match="does not exist in the default root"):
+        sandbox.command(missing_in_usr, workspace, Limits(), "r")
+
+    # What the check spares the user: bwrap's own failure on the read-only image root.
+    argv = sandbox.command(Step("tool", "step.sh", image=IMAGE), workspace, Limits(), "r")
+    at = argv.index("--remount-ro")
+    argv[at:at] = ["--ro-bind", str(workspace / "conf"), "/opt/tool"]
+    (workspace / "step.sh").write_text("true\n")
+    bwrap = await asyncio.create_subprocess_exec(*argv, stderr=asyncio.subprocess.PIPE)
+    _, err = await bwrap.communicate()
+    assert bwrap.returncode != 0 and b"Read-only file system" in err, err
+
+    # The default root is bwrap's own tmpfs: a new directory there is fine.
+    ran = await run_step(
+        sandbox, workspace, "cat /opt/tool/conf", image=None,
+        mounts=(Mount(workspace / "conf", "/opt/tool/conf"),),
+    )  # fmt: skip
+    assert ran.out == ["x"], ran.text
+
+
+async def test_the_shell_runtime_refuses_mounts(workspace: Path) -> None:
+    step = Step("files", "step.sh", mounts=(Mount(workspace, "/etc/x"),))
+    with pytest.raises(StepUnsupported, match=r"cannot mount anything.*sandbox or docker runtime"):
+        ShellRuntime().command(step, workspace, Limits(), "r")
+
+
 # -- images ----------------------------------------------------------------------------------
 
 
@@ -653,6 +742,18 @@ async def test_docker_runs_a_step_isolated(
     assert "64" in ran.out, ran.text
     assert "Read-only file system" in ran.text
     assert PAGE not in ran.text and f"REACHED-{host_http}" not in ran.text
+
+
+async def test_docker_mounts_files_even_where_the_image_has_no_such_path(
+    docker: DockerRuntime, workspace: Path
+) -> None:
+    await docker.prepare([DOCKER_IMAGE])
+    # The engine makes missing mount points itself, even on a --read-only root.
+    mounts = mounted(workspace, "/opt/tool/conf", "/srv/out")
+    script = MOUNT_SCRIPT.format(file="/opt/tool/conf", dir="/srv/out")
+    ran = await run_step(docker, workspace, script, image=DOCKER_IMAGE, mounts=mounts)
+    assert ran.code == 0, ran.text
+    assert_mounted(ran, workspace)
 
 
 async def test_docker_stop_kills_a_running_container(

@@ -34,6 +34,7 @@ def make_repo(path: Path, files: dict[str, str]) -> str:
     path.mkdir(parents=True)
     git("init", "-q", "-b", "main", cwd=path)
     for name, content in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_text(content)
     git("add", ".", cwd=path)
     git("commit", "-q", "-m", "initial", cwd=path)

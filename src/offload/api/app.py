@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from offload import __version__, metrics
 from offload.api.executor_auth import ExecutorAuth
 from offload.api.executor_queue import executor_router
+from offload.batches.routes import batches_router
+from offload.batches.service import BatchService
 from offload.config import Settings
 from offload.db.base import Database
 from offload.dispatch.dispatcher import Dispatcher
@@ -23,7 +25,9 @@ from offload.queue.store import SqlQueueStore
 from offload.queues import executor_queues, record_queues
 from offload.repos.githttp import git_router
 from offload.repos.mirror import Mirrors
+from offload.repos.pulls import PullRequests, PullRequestStore
 from offload.repos.registry import RepoRegistry
+from offload.repos.routes import pulls_router
 
 
 def create_app(db: Database, settings: Settings) -> FastAPI:
@@ -56,6 +60,8 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
         return commit
 
     app.include_router(jobs_router(JobService(db, resolve, settings.job_queues)))
+    app.include_router(batches_router(BatchService(db)))
+    app.include_router(pulls_router(PullRequests(PullRequestStore(db), repos, mirrors)))
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:

@@ -132,19 +132,10 @@ def executor_router(
         return Response(status_code=204)
 
     async def finish(queue: str, lease: Lease, verb: str, message: str = "") -> Response:
-        store = dispatcher.stores[queue]
         try:
-            if verb == "complete":
-                await store.mark_complete(lease)
-            elif verb == "errored":
-                await store.mark_errored(lease, message)
-            elif verb == "failed":
-                await store.mark_failed(lease, message)
-            else:
-                await store.release(lease)
+            await dispatcher.finish(queue, lease, verb, message)
         except NotOwned as exc:
             return not_owned(exc)
-        await dispatcher.tokens.revoke(queue, lease.id)
         return Response(status_code=204)
 
     @router.post("/queue/{queue}/markComplete")

@@ -28,6 +28,8 @@ SPEC = QueueSpec(
     stalled_after=timedelta(seconds=25),
     max_resets=3,
     max_retries=0,
+    # A workspace's state is part of its batch spec's story: the janitor keeps it.
+    retention=None,
 )
 
 # The lowest waiting key: where a user with nothing queued starts.

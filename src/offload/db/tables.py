@@ -232,7 +232,7 @@ batch_workspaces = Table(
     Column("batch_spec_id", BigInteger, nullable=False),
     Column("repo_name", String(255), nullable=False),
     Column("branch", Text, nullable=False),
-    Column("commit", String(64), nullable=False),
+    Column("base_rev", String(64), nullable=False),
     Column("path", Text, nullable=False, server_default=""),
     Column("file_matches", JSONType, nullable=False),
     Column("only_fetch_workspace", Boolean, nullable=False, server_default=text("false")),

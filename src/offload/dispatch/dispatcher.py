@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 from offload.clock import Clock, SystemClock
 from offload.db.base import Database
-from offload.dispatch.queue import ExecutorQueue, TransformError
+from offload.dispatch.queue import ExecutorQueue, FinishError, TransformError
 from offload.dispatch.tokens import JobTokens
 from offload.protocol.wire import Job
-from offload.queue.record import Heartbeat, NotOwned, Record
+from offload.queue.record import Heartbeat, Lease, NotOwned, Record
+from offload.queue.states import State
 from offload.queue.store import SqlQueueStore
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,33 @@ class Dispatcher:
                 continue
             job.token = await self.tokens.mint(record, job.repository_name)
             return Leased(job, record)
+
+    async def finish(self, queue: str, lease: Lease, verb: str, message: str = "") -> None:
+        """Record a job's end (complete, errored, failed or release); NotOwned if not held."""
+        store = self.stores[queue]
+        hook = self.queues[queue].finish
+        if hook is not None and verb != "release":
+            record = await store.get(lease.id)
+            held = (
+                record is not None
+                and record.state == State.PROCESSING
+                and record.worker_hostname == lease.holder
+                and record.lease_token == lease.token
+            )
+            if record is not None and held:
+                try:
+                    await hook(record, self.db, await store.logs(lease.id), verb == "complete")
+                except FinishError as exc:
+                    verb, message = "failed", str(exc)
+        if verb == "complete":
+            await store.mark_complete(lease)
+        elif verb == "errored":
+            await store.mark_errored(lease, message)
+        elif verb == "failed":
+            await store.mark_failed(lease, message)
+        else:
+            await store.release(lease)
+        await self.tokens.revoke(queue, lease.id)
 
     async def heartbeat(
         self, holder: str, ids: Mapping[str, Sequence[int]]

@@ -7,15 +7,22 @@ from dataclasses import dataclass
 
 from offload.db.base import Database
 from offload.protocol.wire import Job
-from offload.queue.record import Record
+from offload.queue.record import LogEntry, Record
 from offload.queue.spec import QueueSpec
 
 # Turns a leased record into the job payload an executor runs (without its token).
 Transform = Callable[[Record, Database], Awaitable[Job]]
+# Runs when an executor reports a job's end, before the record's state changes: it reads the
+# job's log (e.g. the results a job printed). The flag says whether the job succeeded.
+Finish = Callable[[Record, Database, list[LogEntry], bool], Awaitable[None]]
 
 
 class TransformError(ValueError):
     """A record cannot become a job; it is failed with this message."""
+
+
+class FinishError(ValueError):
+    """A job that reported success cannot be used; it is failed with this message."""
 
 
 @dataclass(frozen=True)
@@ -25,3 +32,4 @@ class ExecutorQueue:
     spec: QueueSpec
     transform: Transform
     weight: int = 1
+    finish: Finish | None = None

@@ -1,4 +1,9 @@
-"""Runs one job on the executor: workspace, checkout, files, steps, logs, clean-up."""
+"""Runs one job on the executor: workspace, checkout, files, steps, logs, clean-up.
+
+Steps run in the job's `sequence` (default: docker steps, then cli steps). Docker steps run
+in the runtime; cli steps run a host tool (executor/hosttools.py) on the host, outside it.
+Everything a job could get wrong about its steps is checked before anything runs.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import asyncio
 import functools
 import logging
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +19,18 @@ from offload.executor import workspace
 from offload.executor.client import RETRIES, ExecutorClient
 from offload.executor.cmdlog import CommandLog
 from offload.executor.gitproxy import GitProxy
+from offload.executor.hosttools import HostCommand, HostToolRefused, host_command
 from offload.executor.process import run_command
 from offload.executor.redaction import Redactor
-from offload.executor.runtimes.base import Limits, Runtime, Step
-from offload.protocol.wire import Job
+from offload.executor.runtimes.base import (
+    WORKSPACE_MOUNT,
+    Limits,
+    Mount,
+    Runtime,
+    Step,
+    StepUnsupported,
+)
+from offload.protocol.wire import DockerStep, Job, StepMount
 from offload.queue.consumer import JobFailed
 from offload.queue.record import Record
 
@@ -24,10 +38,95 @@ log = logging.getLogger(__name__)
 
 # What the executor token and job tokens become in logs.
 TOKEN_REPLACEMENT = "SECRET_REMOVED"
+# Runs a host step in its directory without a cwd argument to run_command; "$@" is the argv.
+_CHDIR = 'cd -- "$1" && shift && exec "$@"'
 
 
 class StepFailed(RuntimeError):
     """A step exited non-zero (the job errored; its queue decides about retries)."""
+
+
+@dataclass(frozen=True)
+class RuntimeStep:
+    """A docker step, checked: its key and its index among the job's docker steps."""
+
+    key: str
+    index: int
+    step: DockerStep
+
+
+@dataclass(frozen=True)
+class HostStep:
+    """A cli step, checked: its key, the host command it stands for and its directory."""
+
+    key: str
+    command: HostCommand
+    given: list[str]  # the step's command as the job wrote it, for the log
+    dir: str
+
+
+def plan(job: Job) -> list[RuntimeStep | HostStep]:
+    """The job's steps in the order to run them; JobFailed for any step that cannot run."""
+    steps: dict[str, RuntimeStep | HostStep] = {}
+    keys = [s.key or str(i) for i, s in enumerate(job.docker_steps)]
+    keys += [s.key or f"cli.{i}" for i, s in enumerate(job.cli_steps)]
+    for key, count in Counter(keys).items():
+        if count > 1:
+            raise JobFailed(
+                f"step key {key} is used by {count} steps; keys must be unique across the "
+                "job's docker and cli steps"
+            )
+    for index, docker_step in enumerate(job.docker_steps):
+        key = docker_step.key or str(index)
+        check_targets(key, docker_step.mounts)
+        steps[key] = RuntimeStep(key, index, docker_step)
+    for index, cli_step in enumerate(job.cli_steps):
+        key = cli_step.key or f"cli.{index}"
+        try:
+            command = host_command(cli_step, key)
+        except HostToolRefused as exc:
+            raise JobFailed(str(exc)) from exc
+        steps[key] = HostStep(key, command, list(cli_step.commands), cli_step.dir)
+    if not job.sequence:
+        return list(steps.values())
+    for key, count in Counter(job.sequence).items():
+        if key not in steps:
+            raise JobFailed(
+                f"sequence names step {key}, but the job has no step with that key; "
+                f"its steps are: {', '.join(steps)}"
+            )
+        if count > 1:
+            raise JobFailed(f"sequence names step {key} {count} times; name each step once")
+    if left := [key for key in steps if key not in job.sequence]:
+        raise JobFailed(
+            f"sequence leaves out step {', '.join(left)}; name every step of the job once"
+        )
+    return [steps[key] for key in job.sequence]
+
+
+def check_targets(key: str, mounts: list[StepMount]) -> None:
+    """JobFailed unless every mount target is a path a step may mount onto."""
+    for mount in mounts:
+        target = mount.target
+        parts = target.split("/")[1:]
+        problem = ""
+        if not target.startswith("/"):
+            problem = "is not an absolute path"
+        elif any(ord(c) < 32 or ord(c) == 127 for c in target):
+            problem = "contains a control character"
+        elif target == "/":
+            problem = "is the container's root"
+        elif any(part in ("", ".", "..") for part in parts):
+            problem = "is not normalized (no empty, `.` or `..` parts, no trailing /)"
+        elif parts[0] in ("proc", "dev"):
+            problem = f"is under /{parts[0]}, which the runtime provides"
+        elif target == WORKSPACE_MOUNT:
+            problem = "is where the workspace is mounted"
+        if problem:
+            raise JobFailed(f"docker step {key} mounts onto {target!r}, which {problem}")
+    for target, count in Counter(m.target for m in mounts).items():
+        if count > 1:
+            raise JobFailed(f"docker step {key} mounts {count} sources onto {target}")
 
 
 @dataclass(frozen=True)
@@ -55,6 +154,7 @@ class JobHandler:
         job = record.fields["job"]
         if not isinstance(job, Job):
             raise JobFailed(f"malformed job payload: {job!r}")
+        steps = plan(job)
         lease = record.lease
         held = self.client.held(lease)
         redactor = Redactor(
@@ -68,7 +168,7 @@ class JobHandler:
         root = workspace.create(self.settings.workspaces, job)
         try:
             try:
-                await self._run(job, root, logs)
+                await self._run(job, steps, root, logs)
             finally:
                 # Every log write lands before the job is reported finished.
                 await asyncio.shield(logs.drain())
@@ -80,7 +180,9 @@ class JobHandler:
             else:
                 workspace.remove(root)
 
-    async def _run(self, job: Job, root: Path, logs: CommandLog) -> None:
+    async def _run(
+        self, job: Job, steps: list[RuntimeStep | HostStep], root: Path, logs: CommandLog
+    ) -> None:
         if self.settings.runtime_notice:
             async with logs.command("setup.runtime", [self.runtime.name]) as note:
                 note.note(self.settings.runtime_notice)
@@ -98,30 +200,62 @@ class JobHandler:
         limits = self.settings.limits
         if job.allow_network:
             limits = Limits(**{**limits.__dict__, "network": True})
-        for index, docker_step in enumerate(job.docker_steps):
-            script = workspace.write_script(root, job, index, docker_step.commands)
-            env = dict(pair.split("=", 1) for pair in docker_step.env if "=" in pair)
+        for planned in steps:
+            if isinstance(planned, HostStep):
+                await self._host_step(planned, root, logs)
+            else:
+                await self._runtime_step(job, planned, root, limits, logs)
+
+    async def _runtime_step(
+        self, job: Job, planned: RuntimeStep, root: Path, limits: Limits, logs: CommandLog
+    ) -> None:
+        docker_step = planned.step
+        run_id = f"{job.id}-{planned.index}-{uuid.uuid4().hex[:8]}"
+        async with logs.command(
+            f"step.{self.runtime.name}.{planned.key}", docker_step.commands
+        ) as command:
+            workspace.inside(root, docker_step.dir)
             step = Step(
-                key=docker_step.key or str(index),
-                script=script,
+                key=planned.key,
+                script=workspace.write_script(root, job, planned.index, docker_step.commands),
                 image=docker_step.image or None,
                 dir=docker_step.dir,
-                env=env,
+                env=dict(pair.split("=", 1) for pair in docker_step.env if "=" in pair),
+                mounts=tuple(mount_of(root, planned.key, m) for m in docker_step.mounts),
             )
-            workspace.inside(root, docker_step.dir)
-            run_id = f"{job.id}-{index}-{uuid.uuid4().hex[:8]}"
-            argv = self.runtime.command(step, root, limits, run_id)
-            key = f"step.{self.runtime.name}.{step.key}"
-            async with logs.command(key, docker_step.commands) as command:
-                code = await run_command(
-                    argv,
-                    on_output=command.write,
-                    grace=self.settings.kill_grace,
-                    stop=functools.partial(self.runtime.stop, run_id),
-                )
-                command.exit_code = code
-            if code != 0:
-                raise StepFailed(f"step {step.key} exited with code {code}")
+            try:
+                argv = self.runtime.command(step, root, limits, run_id)
+            except StepUnsupported as exc:
+                raise StepFailed(str(exc)) from exc
+            code = await run_command(
+                argv,
+                on_output=command.write,
+                grace=self.settings.kill_grace,
+                stop=functools.partial(self.runtime.stop, run_id),
+            )
+            command.exit_code = code
+        if code != 0:
+            raise StepFailed(f"step {planned.key} exited with code {code}")
+
+    async def _host_step(self, planned: HostStep, root: Path, logs: CommandLog) -> None:
+        host = workspace.host_dir(root)
+        async with logs.command(f"step.host.{planned.key}", planned.given) as command:
+            cwd = workspace.inside(root, planned.dir)
+            env = {
+                **workspace.git_env(),
+                **planned.command.env,
+                "OFFLOAD_HOST_DIR": str(host),
+                "OFFLOAD_WORKSPACE": str(root),
+            }
+            code = await run_command(
+                ["/bin/sh", "-c", _CHDIR, "offload-host-step", str(cwd), *planned.command.argv],
+                on_output=command.write,
+                env=env,
+                grace=self.settings.kill_grace,
+            )
+            command.exit_code = code
+        if code != 0:
+            raise StepFailed(f"host step {planned.key} exited with code {code}")
 
     async def _checkout(self, job: Job, root: Path, logs: CommandLog) -> None:
         repo_dir = workspace.inside(root, job.repository_directory or ".")
@@ -144,3 +278,15 @@ class JobHandler:
                     raise StepFailed(f"{key} failed with exit code {code}; see its log")
         finally:
             await proxy.close()
+
+
+def mount_of(root: Path, key: str, mount: StepMount) -> Mount:
+    """The runtime's mount of a step's mount: its source checked, found in the workspace."""
+    source = workspace.inside(root, mount.source)
+    if not source.exists():
+        raise StepFailed(
+            f"step {key} mounts {mount.source!r} at {mount.target}, but the workspace has no "
+            f"{mount.source!r} when the step starts; write it in an earlier step or in the "
+            "job's files"
+        )
+    return Mount(source=source, target=mount.target, read_only=mount.read_only)

@@ -1,4 +1,8 @@
-"""A job's workspace: a scratch directory with the repository checked out at the commit."""
+"""A job's workspace: a scratch directory with the repository checked out at the commit.
+
+Next to it lives the job's host directory (`<workspace>.host`, mode 0700): private to host
+tools. Runtimes mount only the workspace root, so no step in a runtime can see or change it.
+"""
 
 from __future__ import annotations
 
@@ -25,9 +29,19 @@ def inside(root: Path, relative: str) -> Path:
 
 
 def create(parent: Path, job: Job) -> Path:
-    """A fresh workspace directory for `job`."""
+    """A fresh workspace directory for `job`, and its host directory beside it."""
     parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"workspace-{job.id}-", dir=parent))
+    root = Path(tempfile.mkdtemp(prefix=f"workspace-{job.id}-", dir=parent))
+    # mkdtemp's names have no dot, so no other workspace can be called this.
+    host = host_dir(root)
+    host.mkdir(mode=0o700)
+    host.chmod(0o700)  # whatever the umask
+    return root
+
+
+def host_dir(root: Path) -> Path:
+    """The host directory of the workspace at `root`: beside it, never inside it."""
+    return root.with_name(f"{root.name}.host")
 
 
 def write_files(root: Path, job: Job) -> list[str]:
@@ -94,5 +108,6 @@ def git_commands(job: Job, repo_dir: Path, remote: str) -> list[tuple[str, list[
 
 
 def remove(root: Path) -> None:
-    """Delete a workspace (files written by sandboxed steps included)."""
+    """Delete a workspace (files written by sandboxed steps included) and its host directory."""
     shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(host_dir(root), ignore_errors=True)

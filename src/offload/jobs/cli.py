@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from offload.config import Settings
-from offload.http import client as http_client
+from offload.apicall import api_client as _client
+from offload.apicall import call as _call
 
 jobs_app = typer.Typer(
     help="Generic jobs: list, show, follow, cancel, retry.", no_args_is_help=True
@@ -21,32 +21,6 @@ out = Console()
 err = Console(stderr=True)
 FINISHED = {"completed", "failed", "canceled", "errored"}
 POLL = 0.5
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _client() -> httpx.AsyncClient:
-    return http_client(Settings().server_url(), timeout=30.0)
-
-
-async def _call(client: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> Any:
-    try:
-        response = await client.request(method, path, **kwargs)
-    except httpx.TransportError as exc:
-        raise _fail(
-            f"cannot reach the offload server at {client.base_url} ({exc}); start it with "
-            "`offload up` or set OFFLOAD_URL"
-        ) from exc
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        raise _fail(f"{detail}", 2 if response.status_code in (400, 404, 409) else 1)
-    return response.json()
 
 
 async def follow(client: httpx.AsyncClient, job_id: int, *, stream: bool = True) -> dict[str, Any]:

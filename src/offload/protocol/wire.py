@@ -20,6 +20,14 @@ class Wire(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+class StepMount(Wire):
+    """A file or directory of the workspace, shown to one docker step at another path."""
+
+    source: str  # relative to the workspace root
+    target: str  # absolute, inside the step's container
+    read_only: bool = True
+
+
 class DockerStep(Wire):
     """A step run in a container image (or the runtime's default root)."""
 
@@ -28,10 +36,12 @@ class DockerStep(Wire):
     commands: list[str]
     dir: str = ""
     env: list[str] = Field(default_factory=list)  # "NAME=value"
+    # offload: workspace paths bound elsewhere in the container (batch specs' `files`).
+    mounts: list[StepMount] = Field(default_factory=list)
 
 
 class CliStep(Wire):
-    """A step run with the executor's own tools (`src ...` in Sourcegraph's world)."""
+    """A step run on the executor host; `command` starts with one of its host tools' names."""
 
     key: str = ""
     commands: list[str] = Field(alias="command")
@@ -64,6 +74,9 @@ class Job(Wire):
     redacted_values: dict[str, str] = Field(default_factory=dict)
     # offload: whether steps may use the network (off unless the job asks for it).
     allow_network: bool = False
+    # offload: the keys of docker and cli steps in the order to run them; empty: every
+    # docker step, then every cli step.
+    sequence: list[str] = Field(default_factory=list)
 
 
 class DequeueRequest(Wire):

@@ -229,4 +229,88 @@ def remove(
     root.run(main)
 
 
+pulls_app = typer.Typer(
+    help="Pull requests of the built-in code host (repositories held from a local path).",
+    no_args_is_help=True,
+)
+repos_app.add_typer(pulls_app, name="pulls")
+
+
+@pulls_app.command("list")
+def pulls_list(
+    repo: Annotated[str | None, typer.Option("--repo", help="Only this repository.")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="Only this state: open, draft, merged, closed.")
+    ] = None,
+) -> None:
+    """List pull requests.
+
+    Examples:
+
+        offload repos pulls list --state open
+    """
+    import asyncio
+
+    from offload.apicall import api_client, call
+
+    async def main() -> list[dict[str, object]]:
+        params = {k: v for k, v in (("repo", repo), ("state", state)) if v}
+        async with api_client() as client:
+            found: list[dict[str, object]] = await call(client, "GET", "/api/pulls", params=params)
+            return found
+
+    out = Console()
+    for pr in asyncio.run(main()):
+        out.print(
+            f"{pr['repo']}#{pr['number']}  {pr['state']:<6}  {pr['head']} -> {pr['base']}  "
+            f"{pr['title']}",
+            highlight=False,
+            markup=False,
+        )
+
+
+def _pull_action(verb: str, repo: str, number: int) -> None:
+    import asyncio
+
+    from offload.apicall import api_client, call
+
+    async def main() -> dict[str, object]:
+        async with api_client(timeout=120.0) as client:
+            done: dict[str, object] = await call(
+                client, "POST", f"/api/pulls/{repo}/{number}/{verb}"
+            )
+            return done
+
+    pr = asyncio.run(main())
+    Console().print(f"{repo}#{number} is {pr['state']}", highlight=False, markup=False)
+
+
+@pulls_app.command("merge")
+def pulls_merge(
+    repo: Annotated[str, typer.Argument(help="Repository name.")],
+    number: Annotated[int, typer.Argument(help="Pull request number.")],
+) -> None:
+    """Merge a pull request into its base branch (a merge commit; conflicts are refused).
+
+    Examples:
+
+        offload repos pulls merge myproject 3
+    """
+    _pull_action("merge", repo, number)
+
+
+@pulls_app.command("close")
+def pulls_close(
+    repo: Annotated[str, typer.Argument(help="Repository name.")],
+    number: Annotated[int, typer.Argument(help="Pull request number.")],
+) -> None:
+    """Close a pull request without merging it.
+
+    Examples:
+
+        offload repos pulls close myproject 3
+    """
+    _pull_action("close", repo, number)
+
+
 __all__ = ["open_syncer", "repos_app"]

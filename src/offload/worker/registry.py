@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from offload.batches import reconciler, resolver
+from offload.batches import syncer as changeset_syncer
 from offload.repos import syncer
 from offload.worker import janitor, queue_size, resetter
 from offload.worker.job import WorkerJob
@@ -17,6 +19,15 @@ JOBS: dict[str, WorkerJob] = {
         "Publishes records per queue and state, and the oldest wait.", queue_size.build
     ),
     "repos.syncer": WorkerJob("Refreshes repository mirrors from their sources.", syncer.build),
+    "batches.resolver": WorkerJob(
+        "Resolves submitted batch specs into workspaces and queues them.", resolver.build
+    ),
+    "batches.reconciler": WorkerJob(
+        "Pushes branches and opens, updates and closes changesets.", reconciler.build
+    ),
+    "batches.syncer": WorkerJob(
+        "Keeps published changesets in step with their code host.", changeset_syncer.build
+    ),
 }
 
 

@@ -16,6 +16,10 @@ class ImageNotFound(LookupError):
     """An image a job needs is neither in the local store nor pullable; the message says how."""
 
 
+class StepUnsupported(ValueError):
+    """This runtime cannot run the step as asked (mounts on shell, say); the message says why."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one step may use. Zero means no limit of that kind."""
@@ -26,6 +30,15 @@ class Limits:
     open_files: int = 4096
     # Steps get no network unless the job explicitly allows it.
     network: bool = False
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path (inside the job's workspace) bound at `target` inside the step."""
+
+    source: Path  # absolute, symlinks resolved
+    target: str  # absolute and normalized; never /, /proc, /dev or WORKSPACE_MOUNT
+    read_only: bool = True
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,8 @@ class Step:
     image: str | None = None  # None: the runtime's default root filesystem
     dir: str = ""
     env: Mapping[str, str] = field(default_factory=dict)
+    # Bound after the root, /tmp and the workspace, so they override what is there.
+    mounts: tuple[Mount, ...] = ()
 
 
 # Where the workspace appears inside every runtime, so scripts can rely on one path.
@@ -61,7 +76,7 @@ class Runtime(Protocol):
         ...
 
     def command(self, step: Step, workspace: Path, limits: Limits, run_id: str) -> list[str]:
-        """The host command (argv) that runs `step` isolated; run_id names engine-side objects."""
+        """The host argv that runs `step` isolated; StepUnsupported if it cannot run it as asked."""
         ...
 
     async def stop(self, run_id: str) -> None:

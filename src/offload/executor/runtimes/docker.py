@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import posixpath
 import shutil
 from collections.abc import Sequence
@@ -12,6 +14,7 @@ from offload.executor.runtimes.base import (
     WORKSPACE_MOUNT,
     ImageNotFound,
     Limits,
+    Mount,
     RuntimeUnavailable,
     Step,
 )
@@ -99,6 +102,8 @@ class DockerRuntime:
         if limits.open_files > 0:
             argv += ["--ulimit", f"nofile={limits.open_files}:{limits.open_files}"]
         argv += ["-v", f"{workspace}:{WORKSPACE_MOUNT}"]
+        for mount in step.mounts:
+            argv += ["--mount", mount_option(mount)]
         argv += ["-w", posixpath.normpath(posixpath.join(WORKSPACE_MOUNT, step.dir))]
         env = {"HOME": "/tmp", **step.env}
         for key, value in env.items():
@@ -142,6 +147,16 @@ def container_name(run_id: str) -> str:
     """The engine-side name of a run's container."""
     safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in run_id)
     return f"offload-{safe}"
+
+
+def mount_option(mount: Mount) -> str:
+    """The `--mount` value of a bind mount; quoted as CSV, which is how docker parses it."""
+    fields = ["type=bind", f"source={mount.source}", f"target={mount.target}"]
+    if mount.read_only:
+        fields.append("readonly")
+    line = io.StringIO()
+    csv.writer(line, lineterminator="").writerow(fields)
+    return line.getvalue()
 
 
 def _last(text: str) -> str:

@@ -9,10 +9,17 @@ import resource
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from offload.executor.images import ImageStore
-from offload.executor.runtimes.base import WORKSPACE_MOUNT, Limits, RuntimeUnavailable, Step
+from offload.executor.runtimes.base import (
+    WORKSPACE_MOUNT,
+    Limits,
+    Mount,
+    RuntimeUnavailable,
+    Step,
+    StepUnsupported,
+)
 from offload.executor.runtimes.cgroup import Cgroups
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -61,7 +68,7 @@ class SandboxRuntime:
                 "install umoci (apt-get install umoci) and skopeo to pull images"
             )
         with tempfile.TemporaryDirectory(prefix="offload-check-") as workspace:
-            argv = self._sandbox(_host_root(network=False), Path(workspace), "/", {}, False)
+            argv = self._sandbox(_host_root(network=False), Path(workspace), "/", {}, False, ())
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 "/bin/sh",
@@ -106,8 +113,12 @@ class SandboxRuntime:
             if limits.network and (rootfs / "etc/resolv.conf").is_file():
                 root += ["--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf"]
             env.update(self.images.env(step.image))
+            _check_mount_points(step, rootfs, f"image {step.image}", ("/",))
         else:
             root = _host_root(limits.network)
+            # Only what is bound from the host is read-only there; the rest is bwrap's tmpfs.
+            bound = ("/usr", *(f"/{d}" for d in _TOP_DIRS), *HOST_ETC, *NETWORK_ETC)
+            _check_mount_points(step, Path("/"), "the default root", bound)
         env.update(step.env)
         chdir = posixpath.normpath(posixpath.join(WORKSPACE_MOUNT, step.dir))
         script = posixpath.normpath(posixpath.join(WORKSPACE_MOUNT, step.script))
@@ -117,7 +128,7 @@ class SandboxRuntime:
             "-i",
             *self._cgroups.create(run_id, limits),
             *self._rlimits(limits),
-            *self._sandbox(root, workspace, chdir, env, limits.network),
+            *self._sandbox(root, workspace, chdir, env, limits.network, step.mounts),
             "/bin/sh",
             script,
         ]
@@ -143,6 +154,7 @@ class SandboxRuntime:
         chdir: str,
         env: Mapping[str, str],
         network: bool,
+        mounts: Sequence[Mount],
     ) -> list[str]:
         argv = [
             self._bwrap,
@@ -151,6 +163,8 @@ class SandboxRuntime:
             "--dev", "/dev",
             "--tmpfs", "/tmp",
             "--bind", str(workspace), WORKSPACE_MOUNT,
+            # After /tmp and the workspace, so a mount may land inside either.
+            *_binds(mounts),
             "--unshare-all",
             # Explicit: fail rather than run without a user namespace where none can be made.
             "--unshare-user",
@@ -182,6 +196,60 @@ def _host_root(network: bool) -> list[str]:
     for path in HOST_ETC + (NETWORK_ETC if network else ()):
         argv += ["--ro-bind-try", path, path]
     return argv
+
+
+def _binds(mounts: Sequence[Mount]) -> list[str]:
+    argv: list[str] = []
+    for mount in mounts:
+        argv += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), mount.target]
+    return argv
+
+
+def _check_mount_points(step: Step, root: Path, where: str, read_only: Sequence[str]) -> None:
+    """StepUnsupported for a mount whose target bwrap would have to create read-only."""
+    # bwrap makes a missing mount point as it mounts; in a read-only directory it cannot,
+    # not even a new file where the parent exists. Under /tmp (a tmpfs) and the workspace
+    # it can, and so on the default root's own tmpfs.
+    for mount in step.mounts:
+        target = PurePosixPath(mount.target)
+        if target.is_relative_to("/tmp") or target.is_relative_to(WORKSPACE_MOUNT):
+            continue
+        if not any(target.is_relative_to(r) for r in read_only):
+            continue
+        if _exists_within(root, mount.target):
+            continue
+        raise StepUnsupported(
+            f"step {step.key} mounts {mount.target}, which does not exist in {where}: the "
+            "sandbox runtime mounts onto a read-only root, where it cannot create a file or "
+            "directory to mount onto; mount it under /tmp or onto a path that already exists "
+            "there (or run the job with the docker runtime)"
+        )
+
+
+def _exists_within(root: Path, target: str) -> bool:
+    """Whether `target` exists in the tree at `root`, its symlinks resolved within that tree."""
+    parts = [p for p in target.split("/") if p]
+    path, hops = root, 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            path = path.parent if path != root else root
+            continue
+        candidate = path / part
+        if candidate.is_symlink():
+            hops += 1
+            if hops > 40:  # a loop: bwrap would fail on it too
+                return False
+            link = os.readlink(candidate)
+            parts = [p for p in link.split("/") if p] + parts
+            path = root if link.startswith("/") else path
+            continue
+        if not candidate.exists():
+            return False
+        path = candidate
+    return True
 
 
 def _capped(kind: int, value: int) -> int:

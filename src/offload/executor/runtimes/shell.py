@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from offload.executor.runtimes.base import Limits, Step
+from offload.executor.runtimes.base import Limits, Step, StepUnsupported
 
 _CHDIR = 'cd -- "$1" && shift && exec /bin/sh "$@"'
 
@@ -36,6 +36,13 @@ class ShellRuntime:
 
     def command(self, step: Step, workspace: Path, limits: Limits, run_id: str) -> list[str]:
         """`/bin/sh <workspace>/<script>` in <workspace>/<dir>, with only the step's env."""
+        if step.mounts:
+            targets = ", ".join(m.target for m in step.mounts)
+            raise StepUnsupported(
+                f"step {step.key} mounts files at {targets}, but the shell runtime runs steps "
+                "on the host itself and cannot mount anything; run this job on an executor "
+                "with the sandbox or docker runtime (EXECUTOR_BACKEND)"
+            )
         env = {"PATH": self._path, "HOME": str(workspace), **step.env}
         return [
             self._env,

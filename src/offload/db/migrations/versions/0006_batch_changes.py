@@ -128,7 +128,7 @@ def upgrade() -> None:
         sa.Column("batch_spec_id", sa.BigInteger(), nullable=False),
         sa.Column("repo_name", sa.String(length=255), nullable=False),
         sa.Column("branch", sa.Text(), nullable=False),
-        sa.Column("commit", sa.String(length=64), nullable=False),
+        sa.Column("base_rev", sa.String(length=64), nullable=False),
         sa.Column("path", sa.Text(), server_default="", nullable=False),
         sa.Column(
             "file_matches",

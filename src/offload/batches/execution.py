@@ -1,0 +1,90 @@
+"""What one workspace's execution needs: its input for the helper, and its step cache keys.
+
+A step's cache key covers everything that determines its result: the repository and commit,
+the workspace path and how it was fetched, the file matches, the batch change's name and
+description, every step up to it (as written in the spec), and the values of the secrets
+those steps read. Changing step N changes the keys of N and after, never those before.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from offload.batches.spec import BatchSpec, Step
+from offload.batches.store import WorkspaceRow
+
+
+def step_json(step: Step) -> dict[str, Any]:
+    """A spec step as the helper reads it (and as its cache key covers it)."""
+    return {
+        "run": step.run,
+        "container": step.container,
+        "env": [{"name": e.name, "value": e.value} for e in step.env],
+        "files": dict(step.files),
+        "outputs": {n: {"value": o.value, "format": o.format} for n, o in step.outputs.items()},
+        "if": step.if_,
+        "mount": [{"path": m.path, "mountpoint": m.mountpoint} for m in step.mount],
+    }
+
+
+def secret_names(steps: Sequence[Step]) -> list[str]:
+    """The environment names the steps take from outside (offload's secrets)."""
+    return sorted({e.name for s in steps for e in s.env if e.value is None})
+
+
+def _repository(workspace: WorkspaceRow) -> dict[str, Any]:
+    return {"name": workspace.repo_name, "branch": workspace.branch}
+
+
+def execution_input(
+    spec: BatchSpec,
+    workspace: WorkspaceRow,
+    *,
+    start_at: int = 0,
+    cached_result: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The helper's input.json for one workspace."""
+    return {
+        "repository": _repository(workspace),
+        "commit": workspace.commit,
+        "path": workspace.path,
+        "onlyFetchWorkspace": workspace.only_fetch_workspace,
+        "searchResultPaths": list(workspace.file_matches),
+        "batchChange": {"name": spec.name, "description": spec.description},
+        "steps": [step_json(s) for s in spec.steps],
+        "startAt": start_at,
+        "cachedResult": dict(cached_result) if cached_result is not None else None,
+        "secretNames": secret_names(spec.steps),
+    }
+
+
+def step_keys(
+    spec: BatchSpec, workspace: WorkspaceRow, secret_values: Mapping[str, str]
+) -> list[str]:
+    """The cache key of each step of `spec` in `workspace`."""
+    keys = []
+    base = {
+        "repository": {
+            "name": workspace.repo_name,
+            "branch": workspace.branch,
+            "commit": workspace.commit,
+            "fileMatches": sorted(workspace.file_matches),
+        },
+        "path": workspace.path,
+        "onlyFetchWorkspace": workspace.only_fetch_workspace,
+        "batchChange": {"name": spec.name, "description": spec.description},
+    }
+    for i in range(len(spec.steps)):
+        steps = spec.steps[: i + 1]
+        env = {
+            name: hashlib.sha256(secret_values.get(name, "").encode()).hexdigest()
+            for name in secret_names(steps)
+        }
+        material = {**base, "steps": [step_json(s) for s in steps], "environment": env}
+        digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).digest()
+        keys.append(base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=") + f"-step-{i}")
+    return keys

@@ -1,0 +1,399 @@
+"""The executor-side half of a batch step: `python -m offload.batches.helper pre|post STEP`.
+
+A workspace job runs, for each spec step i, three steps on the executor: `pre i` (this
+module, on the host) evaluates the step's `if` and renders its env, files and script;
+`run i` (the user's container, in the runtime) runs the script; `post i` (this module, on
+the host) records the diff, the changed files, stdout/stderr and the outputs, and prints the
+result as one `offload-step-result:` log line that the server reads when the job completes.
+
+Host-side code must not trust anything a step could have written. Steps run in the runtime
+with the workspace mounted read-write and are dead before `pre`/`post` run, so:
+- every path into the workspace is checked component by component for symlinks;
+- git runs against a private copy of the checkout's git directory, made in the job's host
+  directory before any step ran, so a step cannot plant config (hooks, fsmonitor, filters)
+  that would run on the host.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from offload.batches.template import TemplateError, evaluate_condition, render
+
+BATCH_DIR = ".offload-batch"
+INPUT = f"{BATCH_DIR}/input.json"
+REPOSITORY = "repository"
+RESULT_PREFIX = "offload-step-result: "
+# What a result keeps of a step's stdout and stderr (the full streams are in the job's log).
+STREAM_CAP = 64 * 1024
+# The most of a step's output files a post step reads.
+READ_CAP = 8 * 1024 * 1024
+
+
+class HelperError(RuntimeError):
+    """The step cannot go on; the message says why (it ends up in the job's log)."""
+
+
+# -- safe paths into the workspace ---------------------------------------------------------
+
+
+def safe_path(root: Path, relative: str) -> Path:
+    """`root/relative`, refusing `..` and any existing component that is a symlink."""
+    path = root
+    for part in Path(relative).parts:
+        if part in ("..", "/") or part.startswith("/"):
+            raise HelperError(f"path {relative!r} leaves the workspace")
+        path = path / part
+        if path.is_symlink():
+            raise HelperError(f"{relative!r} passes through a symlink at {path.relative_to(root)}")
+    return path
+
+
+def read_capped(path: Path, cap: int) -> bytes:
+    """Up to `cap` bytes of a regular file, never following a symlink; b"" when missing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        raise HelperError(f"cannot read {path.name}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise HelperError(f"{path.name} is not a regular file")
+        return file.read(cap)
+
+
+def write_file(root: Path, relative: str, data: bytes, mode: int = 0o644) -> None:
+    """Write `data` at `root/relative`, creating directories, never through a symlink."""
+    path = safe_path(root, relative)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    safe_path(root, relative)  # the directories just made are real ones
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise HelperError(f"{relative!r} exists and is not a regular file")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+
+
+# -- git against the private copy ----------------------------------------------------------
+
+
+class Git:
+    """git over the workspace's checkout, with the git directory kept in the host directory."""
+
+    def __init__(self, workspace: Path, host: Path) -> None:
+        self.work_tree = safe_path(workspace, REPOSITORY)
+        self.git_dir = host / "git"
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(host),
+            "GIT_DIR": str(self.git_dir),
+            "GIT_WORK_TREE": str(self.work_tree),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_TERMINAL_PROMPT": "0",
+            "LC_ALL": "C",
+        }
+
+    def adopt(self) -> None:
+        """Copy the checkout's git directory (not yet touched by any step) into the host dir."""
+        source = self.work_tree / ".git"
+        if source.is_symlink() or not source.is_dir():
+            raise HelperError("the checkout has no .git directory")
+        shutil.copytree(source, self.git_dir, ignore=shutil.ignore_patterns("objects"))
+        info = self.git_dir / "objects" / "info"
+        info.mkdir(parents=True)
+        # Objects are content-addressed: a step that tampers with them only breaks its own job.
+        (info / "alternates").write_text(str((source / "objects").resolve()) + "\n")
+
+    def __call__(self, *args: str, stdin: bytes | None = None) -> bytes:
+        """Run one git command; HelperError with its stderr when it fails."""
+        if self.work_tree.is_symlink() or not self.work_tree.is_dir():
+            raise HelperError(f"{REPOSITORY}/ is no longer a directory")
+        argv = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", *args]
+        done = subprocess.run(
+            argv, input=stdin, capture_output=True, env=self.env, cwd=self.work_tree, check=False
+        )
+        if done.returncode != 0:
+            err = done.stderr.decode(errors="replace").strip()
+            raise HelperError(f"git {args[0]} failed: {err}")
+        return done.stdout
+
+    def changes(self) -> tuple[bytes, dict[str, list[str]]]:
+        """The diff of the work tree against the checked-out commit, and the changed files."""
+        self("add", "--all")
+        diff = self("diff", "--cached", "--no-prefix", "--binary", "--no-ext-diff", "--no-textconv")
+        raw = self("diff", "--cached", "--name-status", "-z", "--no-ext-diff")
+        return diff, changed_files(raw)
+
+    def apply(self, diff: bytes) -> None:
+        """Apply a cached diff to the work tree (the state after the cached steps)."""
+        if diff:
+            self("apply", "--binary", "-p0", "--whitespace=nowarn", "-", stdin=diff)
+
+
+def changed_files(raw: bytes) -> dict[str, list[str]]:
+    """modified/added/deleted/renamed paths from `git diff --name-status -z`."""
+    out: dict[str, list[str]] = {"modified": [], "added": [], "deleted": [], "renamed": []}
+    fields = raw.decode(errors="surrogateescape").split("\0")
+    i = 0
+    while i < len(fields) and fields[i]:
+        status = fields[i][0]
+        if status in "RC":
+            out["renamed" if status == "R" else "added"].append(fields[i + 2])
+            i += 3
+            continue
+        kind = {"A": "added", "D": "deleted"}.get(status, "modified")
+        out[kind].append(fields[i + 1])
+        i += 2
+    return out
+
+
+# -- template data -------------------------------------------------------------------------
+
+
+def step_data(
+    spec_input: Mapping[str, Any], previous: Mapping[str, Any] | None, secrets: Mapping[str, str]
+) -> dict[str, Any]:
+    """What a step's templates see (Sourcegraph's step context)."""
+    prev = previous or {}
+    files = prev.get("changedFiles") or {}
+    changed = {
+        "modified_files": files.get("modified", []),
+        "added_files": files.get("added", []),
+        "deleted_files": files.get("deleted", []),
+        "renamed_files": files.get("renamed", []),
+    }
+    repo = spec_input["repository"]
+    return {
+        "repository": {
+            "name": repo["name"],
+            "branch": repo.get("branch", ""),
+            "search_result_paths": spec_input.get("searchResultPaths", []),
+        },
+        "batch_change": spec_input.get("batchChange", {}),
+        "previous_step": {
+            **changed,
+            "stdout": prev.get("stdout", ""),
+            "stderr": prev.get("stderr", ""),
+        },
+        "steps": {**changed, "path": spec_input.get("path", "")},
+        "outputs": dict(prev.get("outputs") or {}),
+        "secrets": dict(secrets),
+    }
+
+
+def _render(text: str, data: Mapping[str, Any], field: str) -> str:
+    try:
+        return render(text, data)
+    except TemplateError as exc:
+        raise HelperError(f"{field}: {exc}") from exc
+
+
+# -- pre and post --------------------------------------------------------------------------
+
+
+class Helper:
+    """The pre and post halves of step `index` in one workspace."""
+
+    def __init__(self, workspace: Path, host: Path, index: int) -> None:
+        self.workspace = workspace
+        self.host = host
+        self.index = index
+        self.git = Git(workspace, host)
+        trusted = host / "input.json"
+        if not trusted.exists():
+            # The first pre step runs before any untrusted step: the input is still the job's.
+            shutil.copyfile(safe_path(workspace, INPUT), trusted)
+        self.input: dict[str, Any] = json.loads(trusted.read_text())
+        steps = self.input["steps"]
+        if not 0 <= index < len(steps):
+            raise HelperError(f"step {index} does not exist; the spec has {len(steps)} steps")
+        self.step: dict[str, Any] = steps[index]
+        names = self.input.get("secretNames", [])
+        self.secrets = {n: os.environ[n] for n in names if n in os.environ}
+
+    def _result_path(self, index: int) -> Path:
+        return self.host / f"step{index}.json"
+
+    def previous(self) -> dict[str, Any] | None:
+        """The result of the step before this one (run, skipped or cached)."""
+        if self.index == 0:
+            return None
+        path = self._result_path(self.index - 1)
+        if path.exists():
+            result: dict[str, Any] = json.loads(path.read_text())
+            return result
+        cached = self.input.get("cachedResult")
+        if cached is not None and int(cached["stepIndex"]) == self.index - 1:
+            return dict(cached)
+        raise HelperError(f"step {self.index - 1} left no result")
+
+    def _batch(self, name: str) -> str:
+        return f"{BATCH_DIR}/step{self.index}.{name}"
+
+    def pre(self) -> None:
+        """Decide whether the step runs, and write its script and files."""
+        if not self.git.git_dir.exists():
+            self.git.adopt()
+            cached = self.input.get("cachedResult")
+            if cached is not None:
+                self.git.apply(decode_diff(cached))
+                print(f"applied the cached result of steps 0..{cached['stepIndex']}")
+        previous = self.previous()
+        data = step_data(self.input, previous, self.secrets)
+        condition = self.step.get("if")
+        runs = (
+            condition
+            if isinstance(condition, bool)
+            else condition is None or self._condition(str(condition), data)
+        )
+        skip = safe_path(self.workspace, self._batch("skip"))
+        if not runs:
+            write_file(self.workspace, self._batch("skip"), b"")
+            print(f"step {self.index} is skipped: its if did not render to true")
+            return
+        if skip.exists():
+            skip.unlink()
+        lines = ["#!/bin/sh"]
+        for var in self.step.get("env", []):
+            value = var.get("value")
+            if value is None:
+                value = self.secrets.get(var["name"], os.environ.get(var["name"], ""))
+            else:
+                value = _render(value, data, f"steps[{self.index}].env.{var['name']}")
+            lines.append(f"export {var['name']}={shlex.quote(value)}")
+        for n, (target, content) in enumerate(sorted(self.step.get("files", {}).items())):
+            body = _render(content, data, f"steps[{self.index}].files[{target}]")
+            write_file(self.workspace, f"{BATCH_DIR}/files/{self.index}/{n}", body.encode())
+        run = _render(self.step["run"], data, f"steps[{self.index}].run")
+        lines.append(run)
+        write_file(self.workspace, self._batch("sh"), ("\n".join(lines) + "\n").encode(), 0o755)
+        print(f"step {self.index} will run in {self.step.get('container', '')}")
+
+    def _condition(self, text: str, data: Mapping[str, Any]) -> bool:
+        try:
+            return evaluate_condition(text, data)
+        except TemplateError as exc:
+            raise HelperError(f"steps[{self.index}].if: {exc}") from exc
+
+    def post(self) -> dict[str, Any]:
+        """Record the step's result in the host directory and print it for the server."""
+        previous = self.previous()
+        skipped = safe_path(self.workspace, self._batch("skip")).exists()
+        if skipped:
+            result = {**(previous or empty_result()), "stepIndex": self.index, "skipped": True}
+        else:
+            diff, changed = self.git.changes()
+            stdout = _text(read_capped(safe_path(self.workspace, self._batch("out")), READ_CAP))
+            stderr = _text(read_capped(safe_path(self.workspace, self._batch("err")), READ_CAP))
+            result = {
+                "stepIndex": self.index,
+                "skipped": False,
+                **encode_diff(diff),
+                "changedFiles": changed,
+                "stdout": stdout,
+                "stderr": stderr,
+                "outputs": dict((previous or {}).get("outputs") or {}),
+            }
+            data = step_data(self.input, previous, self.secrets)
+            data["step"] = {
+                "modified_files": changed["modified"],
+                "added_files": changed["added"],
+                "deleted_files": changed["deleted"],
+                "renamed_files": changed["renamed"],
+                "stdout": stdout,
+                "stderr": stderr,
+            }
+            for name, output in (self.step.get("outputs") or {}).items():
+                text = _render(output["value"], data, f"steps[{self.index}].outputs.{name}")
+                result["outputs"][name] = parse_output(text, output.get("format", "text"), name)
+        self._result_path(self.index).write_text(json.dumps(result))
+        shown = {
+            **result,
+            "stdout": result.get("stdout", "")[:STREAM_CAP],
+            "stderr": result.get("stderr", "")[:STREAM_CAP],
+        }
+        print(RESULT_PREFIX + json.dumps(shown, separators=(",", ":")))
+        return result
+
+
+def empty_result() -> dict[str, Any]:
+    """The result before any step: no changes, no output."""
+    return {
+        "diff": "",
+        "changedFiles": {"modified": [], "added": [], "deleted": [], "renamed": []},
+        "stdout": "",
+        "stderr": "",
+        "outputs": {},
+    }
+
+
+def encode_diff(diff: bytes) -> dict[str, str]:
+    """The diff as JSON text: as is when it is UTF-8, else base64 (binary-safe either way)."""
+    try:
+        return {"diff": diff.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"diffBase64": base64.b64encode(diff).decode()}
+
+
+def decode_diff(result: Mapping[str, Any]) -> bytes:
+    """The diff bytes of a step result."""
+    if result.get("diffBase64"):
+        return base64.b64decode(result["diffBase64"])
+    return str(result.get("diff") or "").encode("utf-8")
+
+
+def parse_output(text: str, fmt: str, name: str) -> Any:
+    """A rendered output value in its declared format."""
+    try:
+        if fmt == "json":
+            return json.loads(text)
+        if fmt == "yaml":
+            return YAML(typ="safe", pure=True).load(text)
+    except (ValueError, YAMLError) as exc:
+        raise HelperError(f"output {name} is not valid {fmt}: {exc}") from exc
+    return text
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: `pre|post STEP`, in the workspace, with OFFLOAD_HOST_DIR set."""
+    if len(argv) != 2 or argv[0] not in ("pre", "post") or not argv[1].isdigit():
+        print("usage: python -m offload.batches.helper pre|post STEP", file=sys.stderr)
+        return 2
+    host = os.environ.get("OFFLOAD_HOST_DIR")
+    workspace = os.environ.get("OFFLOAD_WORKSPACE", os.getcwd())
+    if not host:
+        print("OFFLOAD_HOST_DIR is not set: run this as an executor host step", file=sys.stderr)
+        return 2
+    try:
+        helper = Helper(Path(workspace), Path(host), int(argv[1]))
+        if argv[0] == "pre":
+            helper.pre()
+        else:
+            helper.post()
+    except HelperError as exc:
+        print(f"step {argv[1]} ({argv[0]}): {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,231 @@
+"""Step results: read from a finished job's log, kept in the step cache, made into changeset specs.
+
+The executor's `post` step prints each step's result as one `offload-step-result:` line (see
+helper.py). When a workspace job ends, every result it printed is stored under its step's
+cache key (a failed job keeps its finished steps, so a retry resumes after them), and a
+completed job's last result becomes the workspace's changeset specs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from offload.batches import changeset_spec, diffs
+from offload.batches.execution import secret_names, step_keys
+from offload.batches.helper import RESULT_PREFIX, decode_diff
+from offload.batches.spec import Author, BatchSpec, parse_spec
+from offload.batches.store import BatchSpecRow, BatchStore, WorkspaceRow
+from offload.db.base import Database
+from offload.dispatch.queue import FinishError
+from offload.dispatch.secrets import Secrets, UnknownSecret
+from offload.queue.consumer import JobFailed
+from offload.queue.record import LogEntry
+
+log = logging.getLogger(__name__)
+
+DEFAULT_AUTHOR_EMAIL = "batch-changes@offload.local"
+# How many cache keys one lookup statement carries.
+_CHUNK = 400
+
+
+class ResultError(FinishError):
+    """A finished job's results cannot be used; the workspace fails with this message."""
+
+
+def default_author(user: str) -> Author:
+    """The commit author when the changeset template names none."""
+    return Author(name=user, email=DEFAULT_AUTHOR_EMAIL)
+
+
+def step_results(logs: Sequence[LogEntry]) -> dict[int, dict[str, Any]]:
+    """Each step's result printed in a job's log, by step index (the latest attempt wins)."""
+    out: dict[int, dict[str, Any]] = {}
+    for entry in logs:
+        if not entry.key.startswith("step.host.post."):
+            continue
+        for raw in entry.out.splitlines():
+            # Log lines carry the stream they came from ("stdout: ...").
+            line = raw.partition(": ")[2] if raw.startswith(("stdout: ", "stderr: ")) else raw
+            if line.startswith(RESULT_PREFIX):
+                try:
+                    result = json.loads(line[len(RESULT_PREFIX) :])
+                except ValueError as exc:
+                    raise ResultError(
+                        f"the result of {entry.key} is cut short or malformed ({exc}); a diff "
+                        "this large does not fit in a log entry"
+                    ) from exc
+                out[int(result["stepIndex"])] = result
+    return out
+
+
+def stored_diff(diff: bytes) -> str:
+    """A diff as the changeset_specs table keeps it: text, or base64 marked as such."""
+    try:
+        return diff.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(diff).decode()
+
+
+def loaded_diff(text: str) -> bytes:
+    """The bytes of a stored diff."""
+    if text.startswith("base64:"):
+        return base64.b64decode(text[len("base64:") :])
+    return text.encode("utf-8")
+
+
+class Results:
+    """Step cache lookups and changeset specs for one database."""
+
+    def __init__(self, db: Database, store: BatchStore | None = None) -> None:
+        self.db = db
+        self.store = store or BatchStore(db)
+
+    async def _keys(self, spec: BatchSpec, workspace: WorkspaceRow) -> list[str]:
+        try:
+            values = await Secrets(self.db).values(secret_names(spec.steps))
+        except UnknownSecret as exc:
+            raise JobFailed(f"steps read {exc}") from exc
+        return step_keys(spec, workspace, values)
+
+    async def apply(
+        self, row: BatchSpecRow, spec: BatchSpec, workspaces: Sequence[WorkspaceRow]
+    ) -> list[WorkspaceRow]:
+        """Answer what the cache can; the workspaces that still need to run, in order."""
+        keys = {w.id: await self._keys(spec, w) for w in workspaces}
+        every = [k for ks in keys.values() for k in ks]
+        found: dict[str, Any] = {}
+        for start in range(0, len(every), _CHUNK):
+            found.update(await self.store.cached(row.user_name, every[start : start + _CHUNK]))
+        pending = []
+        for workspace in workspaces:
+            hits = 0
+            for key in keys[workspace.id]:
+                if key not in found:
+                    break
+                hits += 1
+            if hits == len(spec.steps):
+                await self.store.set_cached(workspace.id, hits, True)
+                last = found[keys[workspace.id][-1]]
+                await self.changeset_specs(row, spec, workspace, last)
+                continue
+            if hits:
+                await self.store.set_cached(workspace.id, hits, False)
+            pending.append(workspace)
+        return pending
+
+    async def cached_result(
+        self, row: BatchSpecRow, spec: BatchSpec, workspace: WorkspaceRow
+    ) -> dict[str, Any] | None:
+        """The cached result a job resumes from (of its last cached step), if any."""
+        if workspace.cached_steps == 0:
+            return None
+        key = (await self._keys(spec, workspace))[workspace.cached_steps - 1]
+        found = await self.store.cached(row.user_name, [key])
+        return found.get(key)
+
+    async def record(
+        self, row: BatchSpecRow, workspace: WorkspaceRow, logs: Sequence[LogEntry], ok: bool
+    ) -> None:
+        """Keep a finished job's step results; a completed one also gets its changeset specs."""
+        spec = parse_spec(row.raw_spec, source=row.name)
+        results = step_results(logs)
+        keys = await self._keys(spec, workspace)
+        await self.store.cache(
+            row.user_name, {keys[i]: result for i, result in results.items() if i < len(keys)}
+        )
+        if not ok:
+            return
+        last = len(spec.steps) - 1
+        if last not in results:
+            raise ResultError(
+                f"the job of workspace {workspace.repo_name}:{workspace.path or '/'} finished "
+                f"without a result for step {last}"
+            )
+        await self.changeset_specs(row, spec, workspace, results[last])
+
+    async def changeset_specs(
+        self,
+        row: BatchSpecRow,
+        spec: BatchSpec,
+        workspace: WorkspaceRow,
+        result: Mapping[str, Any],
+    ) -> None:
+        """Turn a workspace's final step result into its changeset specs."""
+        files = result.get("changedFiles") or {}
+        outcome = changeset_spec.WorkspaceResult(
+            repo_name=workspace.repo_name,
+            base_ref=workspace.branch,
+            base_rev=workspace.commit,
+            path=workspace.path,
+            diff=decode_diff(result),
+            outputs=dict(result.get("outputs") or {}),
+            changed=diffs.ChangedFiles(
+                modified=tuple(files.get("modified", ())),
+                added=tuple(files.get("added", ())),
+                deleted=tuple(files.get("deleted", ())),
+                renamed=tuple(files.get("renamed", ())),
+            ),
+            search_result_paths=workspace.file_matches,
+        )
+        try:
+            drafts = changeset_spec.build_changesets(
+                spec, outcome, default_author=default_author(row.user_name)
+            )
+        except changeset_spec.ChangesetSpecError as exc:
+            raise ResultError(str(exc)) from exc
+        await self.store.replace_changeset_specs(
+            row.id,
+            workspace.id,
+            [
+                {
+                    "repo_name": d.repo_name,
+                    "kind": "branch",
+                    "external_id": None,
+                    "base_ref": d.base_ref,
+                    "base_rev": d.base_rev,
+                    "head_ref": d.head_ref,
+                    "title": d.title,
+                    "body": d.body,
+                    "commit_message": d.commit_message,
+                    "author_name": d.author_name,
+                    "author_email": d.author_email,
+                    "published": d.published,
+                    "diff": stored_diff(d.diff),
+                    "diff_added": d.diff_added,
+                    "diff_deleted": d.diff_deleted,
+                }
+                for d in drafts
+            ],
+        )
+
+    async def import_specs(self, row: BatchSpecRow, spec: BatchSpec) -> None:
+        """Changeset specs that track existing pull requests (importChangesets)."""
+        drafts = changeset_spec.import_drafts(spec)
+        await self.store.replace_changeset_specs(
+            row.id,
+            None,
+            [
+                {
+                    "repo_name": d.repo_name,
+                    "kind": "existing",
+                    "external_id": d.external_id,
+                    "base_ref": "",
+                    "base_rev": "",
+                    "head_ref": "",
+                    "title": "",
+                    "body": "",
+                    "commit_message": "",
+                    "author_name": "",
+                    "author_email": "",
+                    "published": None,
+                    "diff": "",
+                    "diff_added": 0,
+                    "diff_deleted": 0,
+                }
+                for d in drafts
+            ],
+        )

@@ -1,0 +1,342 @@
+"""BatchService: what the API and CLI do with batch specs and batch changes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from offload.batches import changesets as cs
+from offload.batches.queue import SPEC as EXECUTION
+from offload.batches.spec import parse_spec
+from offload.batches.store import BatchSpecRow, BatchStore, ChangesetSpecRow
+from offload.clock import Clock, SystemClock
+from offload.db.base import Database
+from offload.queue.record import LogEntry
+from offload.queue.store import SqlQueueStore
+
+
+class BatchNotFound(LookupError):
+    """No batch spec or batch change by that name or id."""
+
+
+class BatchStateError(ValueError):
+    """The request does not fit the state things are in (e.g. apply before execution ended)."""
+
+
+_WORKSPACE_STATES = """
+SELECT w.id, w.repo_name, w.path, w.branch, w.ignored, w.skipped, w.cached_result_found,
+       w.cached_steps, j.id AS job_id, j.state, j.failure_message, j.started_at, j.finished_at
+FROM batch_workspaces w
+LEFT JOIN batch_workspace_jobs j ON j.workspace_id = w.id
+WHERE w.batch_spec_id = :spec
+ORDER BY w.id
+"""
+
+
+def workspace_state(row: dict[str, Any]) -> str:
+    """One word for a workspace: ignored, skipped, cached, or its job's state."""
+    if row["ignored"]:
+        return "ignored"
+    if row["skipped"]:
+        return "skipped"
+    if row["cached_result_found"]:
+        return "cached"
+    return str(row["state"] or "pending")
+
+
+class BatchService:
+    """Submitting, previewing, applying, retrying and closing batch changes."""
+
+    def __init__(self, db: Database, clock: Clock | None = None) -> None:
+        self.db = db
+        self.clock = clock or SystemClock()
+        self.store = BatchStore(db, self.clock)
+        self.executions = SqlQueueStore(db, EXECUTION, clock=self.clock)
+        self.reconciler = SqlQueueStore(db, cs.SPEC, clock=self.clock)
+
+    # -- specs ------------------------------------------------------------------------------
+
+    async def submit(self, user: str, raw: str, source: str = "<spec>") -> BatchSpecRow:
+        """Validate and store a spec and queue its resolution; SpecErrors if it is invalid."""
+        spec = parse_spec(raw, source=source)
+        return await self.store.create_spec(user, spec.name, raw)
+
+    async def spec_row(self, rand_id: str) -> BatchSpecRow:
+        """A spec by the id users see; BatchNotFound otherwise."""
+        row = await self.store.spec_by_rand_id(rand_id)
+        if row is None:
+            raise BatchNotFound(f"no batch spec {rand_id}")
+        return row
+
+    async def workspaces(self, spec_id: int) -> list[dict[str, Any]]:
+        """Every workspace of a spec with its state."""
+        rows = await self.db.fetch(_WORKSPACE_STATES, {"spec": spec_id})
+        return [{**r, "state": workspace_state(r)} for r in rows]
+
+    async def progress(self, rand_id: str) -> dict[str, Any]:
+        """Where a spec is: resolution, then workspace states; `done` once nothing will run."""
+        row = await self.spec_row(rand_id)
+        resolution, failure = await self.store.resolution(row.id)
+        workspaces = await self.workspaces(row.id)
+        counts: dict[str, int] = {}
+        for w in workspaces:
+            counts[w["state"]] = counts.get(w["state"], 0) + 1
+        running = sum(counts.get(s, 0) for s in ("pending", "queued", "processing", "errored"))
+        resolved = resolution == "completed"
+        return {
+            "id": row.rand_id,
+            "name": row.name,
+            "user": row.user_name,
+            "resolution": resolution,
+            "resolutionError": failure,
+            "workspaces": len(workspaces),
+            "states": counts,
+            "done": (resolved and running == 0) or resolution == "failed",
+            "applied": row.applied_at is not None,
+        }
+
+    # -- preview and apply ------------------------------------------------------------------
+
+    async def _batch_change(self, user: str, name: str) -> dict[str, Any] | None:
+        rows = await self.db.fetch(
+            "SELECT * FROM batch_changes WHERE user_name = :u AND name = :n", {"u": user, "n": name}
+        )
+        return rows[0] if rows else None
+
+    async def _changesets(self, batch_change_id: int) -> list[cs.ChangesetRow]:
+        rows = await self.db.fetch(
+            "SELECT * FROM changesets WHERE batch_change_id = :b ORDER BY id",
+            {"b": batch_change_id},
+        )
+        return [cs.ChangesetRow.from_row(r) for r in rows]
+
+    async def _specs_by_id(self, ids: Sequence[int]) -> dict[int, ChangesetSpecRow]:
+        out: dict[int, ChangesetSpecRow] = {}
+        for start in range(0, len(ids), 400):
+            chunk = {f"i{n}": i for n, i in enumerate(ids[start : start + 400])}
+            rows = await self.db.fetch(
+                "SELECT * FROM changeset_specs WHERE id IN ("
+                + ", ".join(f":{k}" for k in chunk)
+                + ")",
+                chunk,
+            )
+            out.update({int(r["id"]): ChangesetSpecRow.from_row(r) for r in rows})
+        return out
+
+    async def plan(self, row: BatchSpecRow) -> cs.Plan:
+        """What applying `row` would do to its batch change."""
+        specs = await self.store.changeset_specs(row.id)
+        change = await self._batch_change(row.user_name, row.name)
+        existing = await self._changesets(int(change["id"])) if change else []
+        current = await self._specs_by_id([c.spec_id for c in existing if c.spec_id is not None])
+        return cs.plan(specs, existing, current)
+
+    async def preview(self, rand_id: str) -> dict[str, Any]:
+        """The progress of a spec and, once it is done, the operations apply would run."""
+        progress = await self.progress(rand_id)
+        if not progress["done"]:
+            return {**progress, "operations": None}
+        plan = await self.plan(await self.spec_row(rand_id))
+        return {
+            **progress,
+            "operations": [op.to_json() for op in plan.operations],
+            "counts": plan.counts(),
+        }
+
+    async def apply(self, rand_id: str) -> dict[str, Any]:
+        """Make a spec its batch change's current one and queue every changeset that changes."""
+        row = await self.spec_row(rand_id)
+        progress = await self.progress(rand_id)
+        if not progress["done"]:
+            raise BatchStateError(
+                f"batch spec {rand_id} is still executing; wait for `offload batch preview` "
+                "to show its operations"
+            )
+        if progress["resolution"] == "failed":
+            raise BatchStateError(f"batch spec {rand_id} failed: {progress['resolutionError']}")
+        plan = await self.plan(row)
+        spec = parse_spec(row.raw_spec, source=row.name)
+        now = self.clock.now()
+        async with self.db.transaction() as tx:
+            found = await tx.fetch(
+                "SELECT id FROM batch_changes WHERE user_name = :u AND name = :n",
+                {"u": row.user_name, "n": row.name},
+            )
+            if found:
+                change_id = int(found[0]["id"])
+                await tx.fetch(
+                    "UPDATE batch_changes SET batch_spec_id = :s, description = :d, "
+                    "updated_at = :now, closed_at = NULL WHERE id = :id",
+                    {"s": row.id, "d": spec.description, "now": now, "id": change_id},
+                )
+            else:
+                created = await tx.fetch(
+                    "INSERT INTO batch_changes (user_name, name, description, batch_spec_id, "
+                    "created_at, updated_at) VALUES (:u, :n, :d, :s, :now, :now) RETURNING id",
+                    {
+                        "u": row.user_name,
+                        "n": row.name,
+                        "d": spec.description,
+                        "s": row.id,
+                        "now": now,
+                    },
+                )
+                change_id = int(created[0]["id"])
+            for op in plan.operations:
+                if op.changeset_id is None:
+                    await tx.fetch(
+                        "INSERT INTO changesets (state, queued_at, batch_change_id, repo_name, "
+                        "spec_id, owned, updated_at) VALUES ('queued', :now, :b, :repo, :spec, "
+                        ":owned, :now)",
+                        {
+                            "now": now,
+                            "b": change_id,
+                            "repo": op.repo_name,
+                            "spec": op.spec_id,
+                            "owned": "import" not in op.actions,
+                        },
+                    )
+                elif "detach" in op.actions:
+                    await tx.fetch(
+                        "UPDATE changesets SET detached = true, closing = :closing, "
+                        "previous_spec_id = spec_id, spec_id = NULL, updated_at = :now, "
+                        "state = CASE WHEN :closing THEN 'queued' ELSE state END, "
+                        "queued_at = :now WHERE id = :id",
+                        {"closing": "close" in op.actions, "now": now, "id": op.changeset_id},
+                    )
+                else:
+                    await tx.fetch(
+                        "UPDATE changesets SET previous_spec_id = spec_id, spec_id = :spec, "
+                        "state = 'queued', queued_at = :now, num_failures = 0, "
+                        "failure_message = NULL, updated_at = :now WHERE id = :id",
+                        {"spec": op.spec_id, "now": now, "id": op.changeset_id},
+                    )
+            await tx.fetch(
+                "UPDATE batch_specs SET applied_at = :now, batch_change_id = :b WHERE id = :s",
+                {"now": now, "b": change_id, "s": row.id},
+            )
+        await self.db.notify(cs.SPEC.name)
+        return {"batchChange": row.name, "id": change_id, "counts": plan.counts()}
+
+    # -- batch changes ----------------------------------------------------------------------
+
+    async def change(self, user: str, name: str) -> dict[str, Any]:
+        """A batch change by owner and name; BatchNotFound otherwise."""
+        change = await self._batch_change(user, name)
+        if change is None:
+            raise BatchNotFound(
+                f"{user} has no batch change named {name!r}; `offload batch apply` creates it"
+            )
+        return change
+
+    async def status(self, user: str, name: str) -> dict[str, Any]:
+        """The burndown of a batch change and the workspace states of its current spec."""
+        change = await self.change(user, name)
+        changesets = await self._changesets(int(change["id"]))
+        specs = await self._specs_by_id([c.spec_id for c in changesets if c.spec_id is not None])
+        burndown: dict[str, int] = {}
+        for c in changesets:
+            burndown[c.status] = burndown.get(c.status, 0) + 1
+        row = await self.store.spec(int(change["batch_spec_id"]))
+        assert row is not None
+        progress = await self.progress(row.rand_id)
+        return {
+            "name": name,
+            "user": user,
+            "spec": row.rand_id,
+            "closed": change["closed_at"] is not None,
+            "changesets": burndown,
+            "workspaces": progress["states"],
+            "list": [
+                {
+                    "id": c.id,
+                    "repo": c.repo_name,
+                    "branch": c.head_ref
+                    or (specs[c.spec_id].head_ref if c.spec_id in specs else ""),
+                    "status": c.status,
+                    "externalId": c.external_id,
+                    "url": c.external_url,
+                    "review": c.review_state,
+                    "checks": c.checks_state,
+                    "error": c.failure_message,
+                }
+                for c in changesets
+            ],
+        }
+
+    async def _spec_for(self, user: str, name: str, rand_id: str | None) -> BatchSpecRow:
+        if rand_id:
+            return await self.spec_row(rand_id)
+        change = await self._batch_change(user, name)
+        if change is not None:
+            row = await self.store.spec(int(change["batch_spec_id"]))
+            assert row is not None
+            return row
+        # Not applied yet: the newest spec of that name, as being previewed.
+        rows = await self.db.fetch(
+            "SELECT * FROM batch_specs WHERE user_name = :u AND name = :n ORDER BY id DESC LIMIT 1",
+            {"u": user, "n": name},
+        )
+        if not rows:
+            raise BatchNotFound(f"{user} has no batch spec or batch change named {name!r}")
+        return BatchSpecRow.from_row(rows[0])
+
+    async def logs(
+        self, user: str, name: str, *, spec: str | None = None, repo: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The execution logs of a spec's workspaces (those of `repo` only, if given)."""
+        row = await self._spec_for(user, name, spec)
+        out = []
+        for w in await self.workspaces(row.id):
+            if repo and w["repo_name"] != repo:
+                continue
+            entries: list[LogEntry] = (
+                await self.executions.logs(int(w["job_id"])) if w["job_id"] else []
+            )
+            out.append(
+                {
+                    "repo": w["repo_name"],
+                    "path": w["path"],
+                    "state": w["state"],
+                    "error": w["failure_message"],
+                    "logs": [
+                        {"key": e.key, "command": e.command, "exitCode": e.exit_code, "out": e.out}
+                        for e in entries
+                    ],
+                }
+            )
+        return out
+
+    async def retry(
+        self, user: str, name: str, *, spec: str | None = None, repo: str | None = None
+    ) -> int:
+        """Queue the failed workspaces of a spec again (of `repo` only, if given); how many."""
+        row = await self._spec_for(user, name, spec)
+        again = 0
+        for w in await self.workspaces(row.id):
+            if w["state"] not in ("failed", "errored", "canceled") or not w["job_id"]:
+                continue
+            if repo and w["repo_name"] != repo:
+                continue
+            if await self.executions.requeue(int(w["job_id"])):
+                again += 1
+        if again:
+            await self.db.notify(EXECUTION.name)
+        return again
+
+    async def close(self, user: str, name: str) -> int:
+        """Close a batch change: its open pull requests are closed; how many will be."""
+        change = await self.change(user, name)
+        now = self.clock.now()
+        rows = await self.db.fetch(
+            "UPDATE changesets SET closing = true, state = 'queued', queued_at = :now, "
+            "updated_at = :now WHERE batch_change_id = :b AND owned AND NOT detached "
+            "AND (external_state IN ('open', 'draft') OR external_state IS NULL) RETURNING id",
+            {"now": now, "b": change["id"]},
+        )
+        await self.db.fetch(
+            "UPDATE batch_changes SET closed_at = :now WHERE id = :b",
+            {"now": now, "b": change["id"]},
+        )
+        await self.db.notify(cs.SPEC.name)
+        return len(rows)

@@ -1,0 +1,324 @@
+"""Rows of batch changes and the SQL that reads and writes them (both dialects)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from offload.clock import Clock, SystemClock
+from offload.db.base import Database
+from offload.db.values import decode_json, parse_time
+
+
+@dataclass(frozen=True)
+class BatchSpecRow:
+    """A submitted batch spec."""
+
+    id: int
+    rand_id: str
+    user_name: str
+    name: str
+    raw_spec: str
+    created_at: datetime
+    applied_at: datetime | None
+    batch_change_id: int | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> BatchSpecRow:
+        """Build from a batch_specs row."""
+        created = parse_time(row["created_at"])
+        assert created is not None
+        return cls(
+            id=int(row["id"]),
+            rand_id=row["rand_id"],
+            user_name=row["user_name"],
+            name=row["name"],
+            raw_spec=row["raw_spec"],
+            created_at=created,
+            applied_at=parse_time(row["applied_at"]),
+            batch_change_id=row["batch_change_id"],
+        )
+
+
+@dataclass(frozen=True)
+class WorkspaceRow:
+    """One repository (branch, directory) of a batch spec."""
+
+    id: int
+    batch_spec_id: int
+    repo_name: str
+    branch: str
+    commit: str
+    path: str
+    file_matches: tuple[str, ...]
+    only_fetch_workspace: bool
+    ignored: bool
+    skipped: bool
+    cached_steps: int
+    cached_result_found: bool
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> WorkspaceRow:
+        """Build from a batch_workspaces row."""
+        return cls(
+            id=int(row["id"]),
+            batch_spec_id=int(row["batch_spec_id"]),
+            repo_name=row["repo_name"],
+            branch=row["branch"],
+            commit=row["base_rev"],
+            path=row["path"] or "",
+            file_matches=tuple(decode_json(row["file_matches"]) or ()),
+            only_fetch_workspace=bool(row["only_fetch_workspace"]),
+            ignored=bool(row["ignored"]),
+            skipped=bool(row["skipped"]),
+            cached_steps=int(row["cached_steps"]),
+            cached_result_found=bool(row["cached_result_found"]),
+        )
+
+
+@dataclass(frozen=True)
+class NewWorkspace:
+    """A workspace the resolver found, before it is stored."""
+
+    repo_name: str
+    branch: str
+    commit: str
+    path: str = ""
+    file_matches: tuple[str, ...] = ()
+    only_fetch_workspace: bool = False
+    ignored: bool = False
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class ChangesetSpecRow:
+    """What one workspace's changes become on the code host, or a pull request to import."""
+
+    id: int
+    batch_spec_id: int
+    workspace_id: int | None
+    repo_name: str
+    kind: str
+    external_id: str | None
+    base_ref: str
+    base_rev: str
+    head_ref: str
+    title: str
+    body: str
+    commit_message: str
+    author_name: str
+    author_email: str
+    published: bool | str | None
+    diff: str
+    diff_added: int
+    diff_deleted: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ChangesetSpecRow:
+        """Build from a changeset_specs row."""
+        published = decode_json(row["published"])
+        return cls(
+            id=int(row["id"]),
+            batch_spec_id=int(row["batch_spec_id"]),
+            workspace_id=row["workspace_id"],
+            repo_name=row["repo_name"],
+            kind=row["kind"],
+            external_id=row["external_id"],
+            base_ref=row["base_ref"],
+            base_rev=row["base_rev"],
+            head_ref=row["head_ref"],
+            title=row["title"],
+            body=row["body"],
+            commit_message=row["commit_message"],
+            author_name=row["author_name"],
+            author_email=row["author_email"],
+            published=(published or {}).get("published"),
+            diff=row["diff"],
+            diff_added=int(row["diff_added"]),
+            diff_deleted=int(row["diff_deleted"]),
+        )
+
+
+_WORKSPACE_COLUMNS = (
+    "batch_spec_id, repo_name, branch, base_rev, path, file_matches, only_fetch_workspace, "
+    "ignored, skipped, cached_steps, cached_result_found"
+)
+
+_SPEC_COLUMNS = (
+    "batch_spec_id, workspace_id, repo_name, kind, external_id, base_ref, base_rev, head_ref, "
+    "title, body, commit_message, author_name, author_email, published, diff, diff_added, "
+    "diff_deleted, created_at"
+)
+
+
+class BatchStore:
+    """Batch specs, their workspaces, the step cache and changeset specs."""
+
+    def __init__(self, db: Database, clock: Clock | None = None) -> None:
+        self.db = db
+        self.clock = clock or SystemClock()
+
+    # -- specs ------------------------------------------------------------------------------
+
+    async def create_spec(self, user: str, name: str, raw: str) -> BatchSpecRow:
+        """Store a validated spec and queue its resolution, in one transaction."""
+        now = self.clock.now()
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch(
+                "INSERT INTO batch_specs (rand_id, user_name, name, raw_spec, created_at) "
+                "VALUES (:rand_id, :user, :name, :raw, :now) RETURNING *",
+                {
+                    "rand_id": secrets.token_hex(8),
+                    "user": user,
+                    "name": name,
+                    "raw": raw,
+                    "now": now,
+                },
+            )
+            spec = BatchSpecRow.from_row(rows[0])
+            await tx.fetch(
+                "INSERT INTO batch_resolution_jobs (state, queued_at, batch_spec_id) "
+                "VALUES ('queued', :now, :spec)",
+                {"now": now, "spec": spec.id},
+            )
+        await self.db.notify("batches.resolver")
+        return spec
+
+    async def spec(self, spec_id: int) -> BatchSpecRow | None:
+        """A spec by id."""
+        rows = await self.db.fetch("SELECT * FROM batch_specs WHERE id = :id", {"id": spec_id})
+        return BatchSpecRow.from_row(rows[0]) if rows else None
+
+    async def spec_by_rand_id(self, rand_id: str) -> BatchSpecRow | None:
+        """A spec by the id users see."""
+        rows = await self.db.fetch("SELECT * FROM batch_specs WHERE rand_id = :r", {"r": rand_id})
+        return BatchSpecRow.from_row(rows[0]) if rows else None
+
+    async def resolution(self, spec_id: int) -> tuple[str, str | None]:
+        """The state of a spec's resolution job and its failure message."""
+        rows = await self.db.fetch(
+            "SELECT state, failure_message FROM batch_resolution_jobs WHERE batch_spec_id = :s",
+            {"s": spec_id},
+        )
+        return (rows[0]["state"], rows[0]["failure_message"]) if rows else ("missing", None)
+
+    # -- workspaces -------------------------------------------------------------------------
+
+    async def add_workspaces(
+        self, spec_id: int, found: Sequence[NewWorkspace]
+    ) -> list[WorkspaceRow]:
+        """Store the resolved workspaces of a spec (replacing any from an earlier attempt)."""
+        async with self.db.transaction() as tx:
+            await tx.fetch("DELETE FROM batch_workspaces WHERE batch_spec_id = :s", {"s": spec_id})
+            out = []
+            # One statement per row keeps RETURNING portable; resolution is not the hot path.
+            for w in found:
+                rows = await tx.fetch(
+                    f"INSERT INTO batch_workspaces ({_WORKSPACE_COLUMNS}) VALUES (:spec, :repo, "
+                    ":branch, :commit, :path, :matches, :only, :ignored, :skipped, 0, false) "
+                    "RETURNING *",
+                    {
+                        "spec": spec_id,
+                        "repo": w.repo_name,
+                        "branch": w.branch,
+                        "commit": w.commit,
+                        "path": w.path,
+                        "matches": list(w.file_matches),
+                        "only": w.only_fetch_workspace,
+                        "ignored": w.ignored,
+                        "skipped": w.skipped,
+                    },
+                )
+                out.append(WorkspaceRow.from_row(rows[0]))
+        return out
+
+    async def set_cached(self, workspace_id: int, steps: int, complete: bool) -> None:
+        """Record how many leading steps the cache answers for a workspace."""
+        await self.db.fetch(
+            "UPDATE batch_workspaces SET cached_steps = :n, cached_result_found = :done "
+            "WHERE id = :id",
+            {"n": steps, "done": complete, "id": workspace_id},
+        )
+
+    async def workspace(self, workspace_id: int) -> WorkspaceRow | None:
+        """A workspace by id."""
+        rows = await self.db.fetch(
+            "SELECT * FROM batch_workspaces WHERE id = :id", {"id": workspace_id}
+        )
+        return WorkspaceRow.from_row(rows[0]) if rows else None
+
+    async def workspaces(self, spec_id: int) -> list[WorkspaceRow]:
+        """Every workspace of a spec, in resolution order."""
+        rows = await self.db.fetch(
+            "SELECT * FROM batch_workspaces WHERE batch_spec_id = :s ORDER BY id", {"s": spec_id}
+        )
+        return [WorkspaceRow.from_row(r) for r in rows]
+
+    # -- step cache -------------------------------------------------------------------------
+
+    async def cached(self, user: str, keys: Sequence[str]) -> dict[str, Any]:
+        """The cached step results among `keys`, by key."""
+        if not keys:
+            return {}
+        names = {f"k{i}": key for i, key in enumerate(keys)}
+        rows = await self.db.fetch(
+            "SELECT key, value FROM batch_step_cache WHERE user_name = :user AND key IN ("
+            + ", ".join(f":{n}" for n in names)
+            + ")",
+            {"user": user, **names},
+        )
+        return {r["key"]: decode_json(r["value"]) for r in rows}
+
+    async def cache(self, user: str, entries: Mapping[str, Any]) -> None:
+        """Store step results by key (a newer result replaces an older one)."""
+        if not entries:
+            return
+        now = self.clock.now()
+        await self.db.executemany(
+            "INSERT INTO batch_step_cache (user_name, key, value, created_at) "
+            "VALUES (:user, :key, :value, :now) ON CONFLICT (user_name, key) "
+            "DO UPDATE SET value = excluded.value, created_at = excluded.created_at",
+            [{"user": user, "key": k, "value": v, "now": now} for k, v in entries.items()],
+        )
+
+    # -- changeset specs --------------------------------------------------------------------
+
+    async def replace_changeset_specs(
+        self, spec_id: int, workspace_id: int | None, specs: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """A workspace's changeset specs (an execution that ran again replaces its old ones)."""
+        now = self.clock.now()
+        async with self.db.transaction() as tx:
+            if workspace_id is None:
+                await tx.fetch(
+                    "DELETE FROM changeset_specs WHERE batch_spec_id = :s AND workspace_id IS NULL",
+                    {"s": spec_id},
+                )
+            else:
+                await tx.fetch(
+                    "DELETE FROM changeset_specs WHERE workspace_id = :w", {"w": workspace_id}
+                )
+            names = ", ".join(f":{c.strip()}" for c in _SPEC_COLUMNS.split(","))
+            for spec in specs:
+                await tx.fetch(
+                    f"INSERT INTO changeset_specs ({_SPEC_COLUMNS}) VALUES ({names})",
+                    {
+                        **spec,
+                        "batch_spec_id": spec_id,
+                        "workspace_id": workspace_id,
+                        "published": {"published": spec.get("published")},
+                        "created_at": now,
+                    },
+                )
+
+    async def changeset_specs(self, spec_id: int) -> list[ChangesetSpecRow]:
+        """Every changeset spec of a batch spec."""
+        rows = await self.db.fetch(
+            "SELECT * FROM changeset_specs WHERE batch_spec_id = :s "
+            "ORDER BY repo_name, head_ref, id",
+            {"s": spec_id},
+        )
+        return [ChangesetSpecRow.from_row(r) for r in rows]

@@ -1,0 +1,120 @@
+"""A workspace job as an executor job: pre/run/post per step, and what happens when it ends.
+
+For each spec step i from the first uncached one: `pre.i` (host tool `batch-helper pre i`),
+`run.i` (the step's container, in the runtime, in the workspace's directory) and `post.i`
+(`batch-helper post i`). The run step's wrapper keeps stdout and stderr in files for the post
+step and exits with the script's own exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import posixpath
+
+from offload.batches.execution import execution_input, secret_names
+from offload.batches.helper import BATCH_DIR, INPUT, REPOSITORY
+from offload.batches.results import ResultError, Results
+from offload.batches.spec import BatchSpec, parse_spec
+from offload.batches.store import BatchSpecRow, BatchStore
+from offload.db.base import Database
+from offload.dispatch.queue import TransformError
+from offload.dispatch.secrets import Secrets, UnknownSecret, placeholder
+from offload.protocol.wire import CliStep, DockerStep, Job, JobFile, StepMount
+from offload.queue.record import LogEntry, Record
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(spec_id: int, raw: str, name: str) -> BatchSpec:
+    # Thousands of workspaces share one spec: parse it once per spec, not once per job.
+    return parse_spec(raw, source=name)
+
+
+def parsed(row: BatchSpecRow) -> BatchSpec:
+    """The parsed spec of a stored row (cached)."""
+    return _parsed(row.id, row.raw_spec, row.name)
+
+
+def run_commands(index: int, path: str) -> list[str]:
+    """The run step's wrapper, from the workspace's directory inside the checkout."""
+    up = "../" * (1 + len([p for p in path.split("/") if p]))
+    base = f"{up}{BATCH_DIR}/step{index}"
+    return [
+        f'if [ -e {base}.skip ]; then echo "step {index} skipped"; exit 0; fi',
+        f"{{ {{ /bin/sh {base}.sh; echo $? > {base}.exit; }} | tee {base}.out; }} "
+        f"3>&1 1>&2 2>&3 | tee {base}.err",
+        f'exit "$(cat {base}.exit)"',
+    ]
+
+
+async def to_executor_job(record: Record, db: Database) -> Job:
+    """The executor job of a batch workspace job."""
+    store = BatchStore(db)
+    workspace = await store.workspace(int(record.fields["workspace_id"]))
+    row = await store.spec(int(record.fields["batch_spec_id"]))
+    if workspace is None or row is None:
+        raise TransformError("its batch spec or workspace no longer exists")
+    spec = parsed(row)
+    start = workspace.cached_steps
+    cached = await Results(db, store).cached_result(row, spec, workspace) if start else None
+    if start and cached is None:
+        start = 0  # the cache entry went away since resolution: run every step
+    names = secret_names(spec.steps)
+    try:
+        values = await Secrets(db).values(names)
+    except UnknownSecret as exc:
+        raise TransformError(str(exc)) from exc
+    env = [f"{n}={v}" for n, v in values.items()]
+    payload = execution_input(spec, workspace, start_at=start, cached_result=cached)
+    docker: list[DockerStep] = []
+    cli: list[CliStep] = []
+    sequence: list[str] = []
+    workdir = posixpath.join(REPOSITORY, workspace.path) if workspace.path else REPOSITORY
+    for i in range(start, len(spec.steps)):
+        step = spec.steps[i]
+        mounts = []
+        for n, target in enumerate(sorted(step.files)):
+            if not target.startswith("/"):
+                raise TransformError(f"steps[{i}].files: {target!r} must be an absolute path")
+            mounts.append(StepMount(source=f"{BATCH_DIR}/files/{i}/{n}", target=target))
+        if step.mount:
+            raise TransformError(
+                f"steps[{i}].mount: mounting local files is not supported for jobs on "
+                "executors yet; put the file's content under `files` instead"
+            )
+        cli.append(CliStep(key=f"pre.{i}", command=["batch-helper", "pre", str(i)], env=env))
+        docker.append(
+            DockerStep(
+                key=f"run.{i}",
+                image=step.container,
+                commands=run_commands(i, workspace.path),
+                dir=workdir,
+                mounts=mounts,
+            )
+        )
+        cli.append(CliStep(key=f"post.{i}", command=["batch-helper", "post", str(i)], env=env))
+        sequence += [f"pre.{i}", f"run.{i}", f"post.{i}"]
+    return Job(
+        id=record.id,
+        queue=record.queue,
+        repository_name=workspace.repo_name,
+        repository_directory=REPOSITORY,
+        commit=workspace.commit,
+        shallow_clone=True,
+        sparse_checkout=[f"{workspace.path}/*"] if workspace.only_fetch_workspace else [],
+        files={INPUT: JobFile(content=json.dumps(payload))},
+        docker_steps=docker,
+        cli_steps=cli,
+        sequence=sequence,
+        redacted_values={v: placeholder(n) for n, v in values.items()},
+    )
+
+
+async def finish(record: Record, db: Database, logs: list[LogEntry], ok: bool) -> None:
+    """Keep the results of a job that ended; ResultError fails a completed one."""
+    store = BatchStore(db)
+    workspace = await store.workspace(int(record.fields["workspace_id"]))
+    row = await store.spec(int(record.fields["batch_spec_id"]))
+    if workspace is None or row is None:
+        raise ResultError("its batch spec or workspace no longer exists")
+    await Results(db, store).record(row, workspace, logs, ok)

@@ -1,0 +1,79 @@
+"""Host tools: the only programs a job's cli steps may run on the executor host.
+
+A cli step runs outside the runtime, so what it may run is decided here, not by the server:
+its `command` names a tool of HOST_TOOLS, and the rest of it are that tool's arguments.
+Neither the arguments nor the step's env may choose another program: the tool is found on
+the executor's own PATH, and the env may not set what decides which code a tool loads.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from offload.protocol.wire import CliStep
+
+# Tool name -> the argv it stands for. To add a tool, add it here; nothing else runs.
+HOST_TOOLS: dict[str, list[str]] = {
+    "batch-helper": [sys.executable, "-m", "offload.batches.helper"],
+    "git": ["git"],
+}
+
+# Environment a cli step may not set: each one can make a tool run other code.
+RESERVED_ENV = frozenset(
+    {
+        "PATH", "HOME", "XDG_CONFIG_HOME", "IFS", "ENV", "BASH_ENV", "SHELL",
+        "EDITOR", "VISUAL", "PAGER", "SSH_ASKPASS", "OFFLOAD_HOST_DIR", "OFFLOAD_WORKSPACE",
+    }
+)  # fmt: skip
+RESERVED_PREFIXES = ("LD_", "DYLD_", "PYTHON", "GIT_")
+
+
+class HostToolRefused(ValueError):
+    """A cli step asks for a tool or an environment this executor does not allow."""
+
+
+@dataclass(frozen=True)
+class HostCommand:
+    """A cli step as the host runs it: the argv, and the step's own environment."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
+def host_command(
+    step: CliStep, key: str, tools: Mapping[str, list[str]] = HOST_TOOLS
+) -> HostCommand:
+    """The host command of cli step `key`; HostToolRefused for an unknown tool or reserved env."""
+    name = step.commands[0] if step.commands else ""
+    if name not in tools:
+        raise HostToolRefused(
+            f"cli step {key} asks for host tool {name or '(none)'}; "
+            f"this executor runs only: {', '.join(sorted(tools))}"
+        )
+    env: dict[str, str] = {}
+    for pair in step.env:
+        if "=" not in pair:
+            continue  # as for docker steps: only NAME=value items are env
+        var, _, value = pair.partition("=")
+        if var in RESERVED_ENV or var.startswith(RESERVED_PREFIXES):
+            raise HostToolRefused(
+                f"cli step {key} sets {var} in its env, which host tools take from the "
+                "executor only; rename the variable"
+            )
+        env[var] = value
+    prefix = list(tools[name])
+    return HostCommand([program(prefix[0]), *prefix[1:], *step.commands[1:]], env)
+
+
+def program(name: str) -> str:
+    """`name` as an absolute path on the executor's PATH (so no step env can redirect it)."""
+    if Path(name).is_absolute():
+        return name
+    found = shutil.which(name)
+    if found is None:
+        raise HostToolRefused(f"host tool program {name} is not installed on this executor")
+    return found

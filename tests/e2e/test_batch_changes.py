@@ -1,0 +1,305 @@
+"""Batch changes end to end: real repositories, a server, a worker, two sandbox executors.
+
+A spec runs a `sed` step in a locally imported busybox image across 30 repositories and a
+monorepo with 3 workspaces; preview, apply, pull requests on the built-in code host, a merge
+the syncer notices, the step cache, a failing workspace and its retry, and fairness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from busybox import BusyboxMissing, build_rootfs, build_tarball
+from ci import unavailable
+from fleet import Fleet, Process, git, make_repo, spawn
+
+from offload.db.connect import open_database
+from offload.db.url import DatabaseURL
+from offload.repos.mirror import Mirrors
+from offload.repos.registry import RepoRegistry
+from offload.repos.syncer import Syncer
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="executors need Linux namespaces")
+
+IMAGE = "offload-test/busybox:latest"
+REPOS = [f"repo-{n:02d}" for n in range(30)]
+MONO_DIRS = ["libs/c", "services/a", "services/b"]
+
+SPEC = """\
+name: fix-colour
+description: American spelling everywhere.
+on:
+  - repositoriesMatchingQuery: file:README.md colour
+workspaces:
+  - rootAtLocationOf: go.mod
+    in: mono
+steps:
+  - run: sed -i 's/colour/color/g' README.md
+    container: {image}
+  - run: echo "edited ${{{{ join previous_step.modified_files " " }}}}{extra}"
+    container: {image}
+    outputs:
+      edited:
+        value: ${{{{ step.stdout }}}}
+changesetTemplate:
+  title: Use color in ${{{{ repository.name }}}}
+  body: ${{{{ outputs.edited }}}}
+  branch: >-
+    batch/fix-colour${{{{ if steps.path }}}}-${{{{ replace steps.path "/" "-" }}}}${{{{ end }}}}
+  commit:
+    message: Fix colour in ${{{{ repository.name }}}}
+  published: true
+"""
+
+
+def spec_text(extra: str = "") -> str:
+    """The test's batch spec; `extra` changes only its last step."""
+    return SPEC.format(image=IMAGE, extra=extra)
+
+
+async def _register(url: DatabaseURL, data_dir: Path, sources: dict[str, Path]) -> None:
+    db = await open_database(url)
+    try:
+        syncer = Syncer(RepoRegistry(db), Mirrors.in_data_dir(data_dir))
+        for name, source in sources.items():
+            await syncer.add(str(source), name=name)
+    finally:
+        await db.close()
+
+
+def _bare(path: Path, files: dict[str, str]) -> Path:
+    """A bare repository (what the built-in code host holds) with one commit of `files`."""
+    work = path.with_name(path.name + "-work")
+    make_repo(work, files)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(path)], check=True)
+    return path
+
+
+class Batches:
+    """The fleet plus a worker, and the batch CLI against them."""
+
+    def __init__(self, fleet: Fleet, tmp: Path) -> None:
+        self.fleet = fleet
+        self.tmp = tmp
+        self.worker: Process | None = None
+
+    def start_worker(self) -> None:
+        env = {**self.fleet.env, "OFFLOAD_BATCHES_SYNC_INTERVAL": "0.5s"}
+        args = ["worker"]
+        for job in ("batches.resolver", "batches.reconciler", "batches.syncer"):
+            args += ["--job", job]
+        self.worker = spawn("worker", args, env)
+        self.worker.wait_for("offload worker listening")
+
+    def cli(self, *args: str, user: str = "alice", stdin: str | None = None) -> Any:
+        result = self.fleet.offload("batch", *args, "--user", user, stdin=stdin, timeout=300)
+        return result
+
+    def preview(self, text: str, user: str = "alice") -> dict[str, Any]:
+        result = self.cli("preview", "-f", "-", "--json", user=user, stdin=text)
+        assert result.returncode == 0, result.stderr
+        return dict(json.loads(result.stdout))
+
+    def status(self, name: str, user: str = "alice") -> dict[str, Any]:
+        result = self.cli("status", name, "--json", user=user)
+        assert result.returncode == 0, result.stderr
+        return dict(json.loads(result.stdout))
+
+    def wait_status(self, name: str, want: dict[str, int], timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        view: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            view = self.status(name)
+            if all(view["changesets"].get(k, 0) == n for k, n in want.items()):
+                return view
+            time.sleep(0.5)
+        raise AssertionError(f"changesets are {view.get('changesets')}, not {want}: {view}")
+
+    def workspaces(self, spec_id: str) -> list[dict[str, Any]]:
+        response = httpx.get(f"{self.fleet.base}/api/batches/specs/{spec_id}/workspaces")
+        assert response.status_code == 200, response.text
+        return list(response.json())
+
+    def logs(self, name: str, spec_id: str, user: str = "alice") -> list[dict[str, Any]]:
+        response = httpx.get(
+            f"{self.fleet.base}/api/batches/changes/{user}/{name}/logs", params={"spec": spec_id}
+        )
+        assert response.status_code == 200, response.text
+        return list(response.json())
+
+    def stop(self) -> None:
+        if self.worker is not None and self.worker.popen.poll() is None:
+            self.worker.stop(timeout=60)
+        self.fleet.stop_all()
+
+
+def _import_image(fleet: Fleet, tmp: Path, executors: list[str]) -> None:
+    try:
+        tarball = build_tarball(build_rootfs(tmp / "busybox-rootfs"), tmp / "busybox.tar")
+    except BusyboxMissing as exc:
+        unavailable(str(exc))
+    for name in executors:
+        result = subprocess.run(
+            [sys.executable, "-m", "offload", "executor", "images", "import", IMAGE, str(tarball)],
+            env={
+                **fleet.env,
+                "EXECUTOR_DATA_DIR": str(fleet.data_dir / f"executor-{name}"),
+                "PATH": __import__("os").environ["PATH"],
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def batches(db_url: DatabaseURL, tmp_path: Path) -> Iterator[Batches]:
+    fleet = Fleet(db_url, tmp_path / "data")
+    sources = {
+        name: _bare(tmp_path / "hosted" / f"{name}.git", {"README.md": f"the colour of {name}\n"})
+        for name in REPOS
+    }
+    sources["mono"] = _bare(
+        tmp_path / "hosted" / "mono.git",
+        {
+            "README.md": "top-level colour\n",
+            **{f"{d}/go.mod": f"module {d}\n" for d in MONO_DIRS},
+            **{f"{d}/README.md": f"colour in {d}\n" for d in MONO_DIRS},
+        },
+    )
+    sources["plain"] = _bare(tmp_path / "hosted" / "plain.git", {"README.md": "nothing here\n"})
+    asyncio.run(_register(db_url, fleet.data_dir, sources))
+    _import_image(fleet, tmp_path, ["exec-a", "exec-b"])
+    fleet.start_server()
+    setup = Batches(fleet, tmp_path)
+    setup.start_worker()
+    for name in ("exec-a", "exec-b"):
+        fleet.start_executor(name, slots=3, EXECUTOR_QUEUE_NAME="batches")
+    yield setup
+    setup.stop()
+
+
+def _hosted(tmp: Path, repo: str) -> Path:
+    return tmp / "hosted" / f"{repo}.git"
+
+
+def test_preview_apply_pull_requests_merge_and_the_step_cache(batches: Batches) -> None:
+    tmp = batches.tmp
+    # a. preview lists exactly one create per workspace, with its diff stats.
+    view = batches.preview(spec_text())
+    assert view["states"] == {"completed": 33}, view
+    expected = {(r, "batch/fix-colour") for r in REPOS} | {
+        ("mono", f"batch/fix-colour-{d.replace('/', '-')}") for d in MONO_DIRS
+    }
+    ops = view["operations"]
+    assert {(o["repo"], o["branch"]) for o in ops} == expected
+    assert all(o["actions"] == ["create", "push", "publish"] for o in ops)
+    assert all((o["added"], o["deleted"]) == (1, 1) for o in ops)
+    assert {o["title"] for o in ops if o["repo"] == "repo-07"} == {"Use color in repo-07"}
+
+    applied = batches.cli("apply", "--spec", view["id"])
+    assert applied.returncode == 0, applied.stderr
+    status = batches.wait_status("fix-colour", {"open": 33})
+    # The pushed branches hold exactly the expected change on top of main.
+    for repo in ("repo-00", "repo-29"):
+        diff = git("diff", "main", "batch/fix-colour", cwd=_hosted(tmp, repo))
+        assert "-the colour of " + repo in diff and "+the color of " + repo in diff
+        assert git("log", "-1", "--format=%s", "batch/fix-colour", cwd=_hosted(tmp, repo)) == (
+            f"Fix colour in {repo}"
+        )
+    mono = git("diff", "--stat", "main", "batch/fix-colour-services-a", cwd=_hosted(tmp, "mono"))
+    assert "services/a/README.md" in mono and "libs" not in mono and "top-level" not in mono
+    bodies = {c["repo"] for c in status["list"] if c["externalId"]}
+    assert len(bodies) == 31
+
+    # A merge on the built-in host is reflected by the syncer.
+    number = next(c["externalId"] for c in status["list"] if c["repo"] == "repo-05")
+    merged = batches.fleet.offload("repos", "pulls", "merge", "repo-05", str(number))
+    assert merged.returncode == 0, merged.stderr
+    batches.wait_status("fix-colour", {"merged": 1, "open": 32})
+    assert "color" in git("show", "main:README.md", cwd=_hosted(tmp, "repo-05"))
+
+    # c. The unchanged spec runs no step at all (repo-05's main has no "colour" any more, so
+    # the search leaves it out, and its merged changeset would be detached) ...
+    again = batches.preview(spec_text())
+    assert again["states"] == {"cached": 32}, again
+    assert all(o["actions"] == ["none"] for o in again["operations"] if o["repo"] != "repo-05")
+    assert [o["actions"] for o in again["operations"] if o["repo"] == "repo-05"] == [["detach"]]
+    # ... and a changed last step re-runs only that step in each workspace.
+    changed = batches.preview(spec_text(extra=" again"))
+    assert changed["states"] == {"completed": 32}, changed
+    for workspace in batches.logs("fix-colour", changed["id"]):
+        keys = [e["key"] for e in workspace["logs"]]
+        assert not any(k.endswith("run.0") for k in keys), keys
+        assert sum(k.endswith("run.1") for k in keys) == 1, keys
+    updated = [o for o in changed["operations"] if o["repo"] == "repo-01"]
+    assert updated and updated[0]["actions"] == ["update"]
+
+
+def test_a_failing_workspace_keeps_its_logs_and_retry_runs_only_it(batches: Batches) -> None:
+    fleet = batches.fleet
+    secret = fleet.offload("secrets", "set", "FLAKY", stdin="fail")
+    assert secret.returncode == 0, secret.stderr
+    text = f"""\
+name: flaky
+on:
+  - repositoriesMatchingQuery: repo:^repo-0[0-4]$
+steps:
+  - run: |
+      if [ "${{{{ repository.name }}}}" = repo-03 ] && [ "$FLAKY" = fail ]; then
+        echo "cannot edit repo-03" >&2; exit 3
+      fi
+      echo edited >> README.md
+    container: {IMAGE}
+    env:
+      - FLAKY
+changesetTemplate:
+  title: flaky
+  branch: batch/flaky
+  commit:
+    message: flaky
+"""
+    view = batches.preview(text)
+    assert view["states"] == {"completed": 4, "failed": 1}, view
+    logs = batches.cli("logs", "flaky", "--repo", "repo-03")
+    assert logs.returncode == 0 and "cannot edit repo-03" in logs.stdout, logs.stdout
+    before = {w["repo"]: w for w in batches.workspaces(view["id"])}
+
+    fleet.offload("secrets", "set", "FLAKY", stdin="ok")
+    retried = batches.cli("retry", "flaky")
+    assert retried.returncode == 0 and "queued 1 workspace" in retried.stdout, retried.stderr
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        states = {w["repo"]: w["state"] for w in batches.workspaces(view["id"])}
+        if states["repo-03"] == "completed":
+            break
+        time.sleep(0.3)
+    after = {w["repo"]: w for w in batches.workspaces(view["id"])}
+    assert after["repo-03"]["state"] == "completed"
+    for repo in ("repo-00", "repo-01", "repo-02", "repo-04"):
+        assert after[repo]["startedAt"] == before[repo]["startedAt"], repo
+    assert after["repo-03"]["startedAt"] != before["repo-03"]["startedAt"]
+
+
+def test_invalid_spec_is_refused_with_its_position_and_nothing_is_queued(
+    batches: Batches,
+) -> None:
+    result = batches.cli(
+        "preview", "-f", "-", stdin="name: broken\nsteps:\n  - run: echo ${{ nope }}\n"
+    )
+    assert result.returncode == 1
+    assert "<stdin>:3:" in result.stderr and "nothing was queued" in result.stderr
+    queues = httpx.get(f"{batches.fleet.base}/api/queues").json()
+    counts = {q["queue"]: q["counts"] for q in queues}
+    assert sum(counts["batch_resolutions"].values()) == 0
+    assert sum(counts["batches"].values()) == 0
