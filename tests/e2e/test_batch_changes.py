@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,10 @@ def batches(db_url: DatabaseURL, tmp_path: Path) -> Iterator[Batches]:
         },
     )
     sources["plain"] = _bare(tmp_path / "hosted" / "plain.git", {"README.md": "nothing here\n"})
+    sources["big-mono"] = _bare(
+        tmp_path / "hosted" / "big-mono.git",
+        {f"pkg/{n:03d}/unit.txt": f"unit {n}\n" for n in range(200)},
+    )
     asyncio.run(_register(db_url, fleet.data_dir, sources))
     _import_image(fleet, tmp_path, ["exec-a", "exec-b"])
     fleet.start_server()
@@ -303,3 +308,73 @@ def test_invalid_spec_is_refused_with_its_position_and_nothing_is_queued(
     counts = {q["queue"]: q["counts"] for q in queues}
     assert sum(counts["batch_resolutions"].values()) == 0
     assert sum(counts["batches"].values()) == 0
+
+
+def _submit(batches: Batches, user: str, text: str) -> str:
+    response = httpx.post(
+        f"{batches.fleet.base}/api/batches/specs",
+        json={"spec": text, "user": user},
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def _started(batches: Batches, spec_id: str) -> list[datetime]:
+    return sorted(
+        datetime.fromisoformat(w["startedAt"])
+        for w in batches.workspaces(spec_id)
+        if w["startedAt"]
+    )
+
+
+def test_a_user_with_5_workspaces_is_not_stuck_behind_one_with_200(batches: Batches) -> None:
+    # d. Alice's 200 workspaces are slow; bob's 5 arrive once hers are running.
+    alice = _submit(
+        batches,
+        "alice",
+        f"""\
+name: slow-units
+on:
+  - repository: big-mono
+workspaces:
+  - rootAtLocationOf: unit.txt
+    onlyFetchWorkspace: true
+steps:
+  - run: sleep 2; echo done >> unit.txt
+    container: {IMAGE}
+changesetTemplate:
+  title: units
+  branch: batch/units-${{{{ replace steps.path "/" "-" }}}}
+  commit:
+    message: units
+""",
+    )
+    deadline = time.monotonic() + 60
+    while len(_started(batches, alice)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(batches.workspaces(alice)) == 200
+    bob = _submit(
+        batches,
+        "bob",
+        f"""\
+name: quick
+on:
+  - repositoriesMatchingQuery: repo:^repo-0[0-4]$
+steps:
+  - run: echo quick >> README.md
+    container: {IMAGE}
+changesetTemplate:
+  title: quick
+  branch: batch/quick
+  commit:
+    message: quick
+""",
+    )
+    deadline = time.monotonic() + 90
+    while len(_started(batches, bob)) < 5 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    bobs = _started(batches, bob)
+    assert len(bobs) == 5, bobs
+    alices_before = [t for t in _started(batches, alice) if t <= bobs[-1]]
+    assert len(alices_before) < 20, (len(alices_before), bobs)

@@ -554,12 +554,16 @@ async def test_sandbox_refuses_a_mount_point_it_cannot_create(
         sandbox.command(missing_in_usr, workspace, Limits(), "r")
 
     # What the check spares the user: bwrap's own failure on the read-only image root.
-    argv = sandbox.command(Step("tool", "step.sh", image=IMAGE), workspace, Limits(), "r")
+    run_id = f"test-{secrets.token_hex(4)}"
+    argv = sandbox.command(Step("tool", "step.sh", image=IMAGE), workspace, Limits(), run_id)
     at = argv.index("--remount-ro")
     argv[at:at] = ["--ro-bind", str(workspace / "conf"), "/opt/tool"]
     (workspace / "step.sh").write_text("true\n")
-    bwrap = await asyncio.create_subprocess_exec(*argv, stderr=asyncio.subprocess.PIPE)
-    _, err = await bwrap.communicate()
+    try:
+        bwrap = await asyncio.create_subprocess_exec(*argv, stderr=asyncio.subprocess.PIPE)
+        _, err = await bwrap.communicate()
+    finally:
+        await sandbox.stop(run_id)
     assert bwrap.returncode != 0 and b"Read-only file system" in err, err
 
     # The default root is bwrap's own tmpfs: a new directory there is fine.

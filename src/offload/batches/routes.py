@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from offload.batches.service import BatchNotFound, BatchService, BatchStateError
 from offload.batches.spec import SpecErrors
+from offload.db.values import parse_time
 
 T = TypeVar("T")
 
@@ -37,6 +38,11 @@ async def _answer(call: Callable[[], Awaitable[T]]) -> T:
         raise HTTPException(404, str(exc)) from exc
     except BatchStateError as exc:
         raise HTTPException(409, str(exc)) from exc
+
+
+def _iso(value: object) -> str | None:
+    moment = parse_time(value)
+    return moment.isoformat() if moment else None
 
 
 def batches_router(service: BatchService) -> APIRouter:
@@ -77,7 +83,7 @@ def batches_router(service: BatchService) -> APIRouter:
                     "branch": w["branch"],
                     "state": w["state"],
                     "cachedSteps": w["cached_steps"],
-                    "startedAt": str(w["started_at"]) if w["started_at"] else None,
+                    "startedAt": _iso(w["started_at"]),
                     "error": w["failure_message"],
                 }
                 for w in await service.workspaces(row.id)

@@ -218,8 +218,11 @@ class GitLabHost:
             return self._clean(response.text[:200].strip()) or response.reason_phrase
         if not isinstance(body, dict):
             return response.reason_phrase
-        # GitLab's message is a string, a list of strings, or a dict of field -> errors.
-        message = body.get("message") or body.get("error_description") or body.get("error")
+        # GitLab's message is a string, a list of strings, or a dict of field -> errors; OAuth
+        # refusals come as an error code and a description instead.
+        message = body.get("message")
+        if message is None and body.get("error"):
+            message = ": ".join(str(body[k]) for k in ("error", "error_description") if body.get(k))
         if isinstance(message, list):
             text = "; ".join(str(m) for m in message)
         elif isinstance(message, dict):
