@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from offload.db.url import DatabaseURL
@@ -71,6 +71,18 @@ def checkout_root() -> Path | None:
     return None
 
 
+class CodeHostConnection(BaseModel):
+    """A code host batch changes may push to and open pull requests on (OFFLOAD_CODE_HOSTS)."""
+
+    kind: str  # github, gitlab, gitea
+    url: str  # its API or web root, e.g. https://api.github.com
+    # The offload secret holding its token (`offload secrets set NAME`).
+    token_secret: str
+    # The host name in repository sources it serves (default: the url's, api.github.com's
+    # repositories being on github.com).
+    repo_host: str | None = None
+
+
 def default_user() -> str:
     """The login name of whoever runs the CLI."""
     try:
@@ -115,6 +127,9 @@ class Settings(BaseSettings):
     repos_sync_interval: Duration = timedelta(minutes=5)
     # How often published changesets are read back from their code host.
     batches_sync_interval: Duration = timedelta(seconds=30)
+    # Code hosts for repositories mirrored from a URL, as JSON, e.g.
+    # [{"kind": "github", "url": "https://api.github.com", "token_secret": "GH_TOKEN"}]
+    code_hosts: list[CodeHostConnection] = Field(default_factory=list)
     # Who batch specs are submitted as from this machine's CLI (their owner and fair share).
     user: str = Field(default_factory=default_user)
     # The queues of generic jobs (`offload run --queue`); the first is the default. Executors

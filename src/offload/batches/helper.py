@@ -28,9 +28,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from offload.batches.template import TemplateError, evaluate_condition, render
 
 BATCH_DIR = ".offload-batch"
@@ -359,13 +356,20 @@ def decode_diff(result: Mapping[str, Any]) -> bytes:
 
 def parse_output(text: str, fmt: str, name: str) -> Any:
     """A rendered output value in its declared format."""
-    try:
-        if fmt == "json":
+    if fmt == "json":
+        try:
             return json.loads(text)
-        if fmt == "yaml":
+        except ValueError as exc:
+            raise HelperError(f"output {name} is not valid json: {exc}") from exc
+    if fmt == "yaml":
+        # Imported only when an output needs it: every step would pay for the import.
+        from ruamel.yaml import YAML
+        from ruamel.yaml.error import YAMLError
+
+        try:
             return YAML(typ="safe", pure=True).load(text)
-    except (ValueError, YAMLError) as exc:
-        raise HelperError(f"output {name} is not valid {fmt}: {exc}") from exc
+        except YAMLError as exc:
+            raise HelperError(f"output {name} is not valid yaml: {exc}") from exc
     return text
 
 

@@ -174,7 +174,13 @@ class Reconciler:
 def build(context: WorkerContext) -> list[Routine]:
     """One consumer of the changesets queue."""
     mirrors = Mirrors.in_data_dir(context.settings.data_dir)
-    hosts = CodeHosts(context.db, RepoRegistry(context.db, clock=context.clock), mirrors)
+    hosts = CodeHosts(
+        context.db,
+        RepoRegistry(context.db, clock=context.clock),
+        mirrors,
+        connections=context.settings.code_hosts,
+        clock=context.clock,
+    )
     reconciler = Reconciler(context.db, hosts, mirrors, clock=context.clock)
     store = SqlQueueStore(context.db, SPEC, clock=context.clock)
     return [

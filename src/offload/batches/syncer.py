@@ -68,7 +68,13 @@ class ChangesetSyncer:
 def build(context: WorkerContext) -> list[Routine]:
     """One periodic pass every OFFLOAD_BATCHES_SYNC_INTERVAL."""
     mirrors = Mirrors.in_data_dir(context.settings.data_dir)
-    hosts = CodeHosts(context.db, RepoRegistry(context.db, clock=context.clock), mirrors)
+    hosts = CodeHosts(
+        context.db,
+        RepoRegistry(context.db, clock=context.clock),
+        mirrors,
+        connections=context.settings.code_hosts,
+        clock=context.clock,
+    )
     syncer = ChangesetSyncer(context.db, hosts, clock=context.clock)
 
     async def one_pass() -> None:

@@ -1,0 +1,1150 @@
+"""Batch changes at scale: one simple batch spec over N workspaces, end to end, on one machine.
+
+Everything runs as it does in production, as separate processes on this machine, on a fresh
+database per run (a temporary SQLite file, or a fresh PostgreSQL database with ``--postgres``):
+``offload server``, ``offload worker --job batches.resolver --job batches.reconciler --job
+batches.syncer`` and ``--executors`` (2) ``offload executor`` processes on the ``batches`` queue
+with the sandbox runtime and ``--slots`` (4) slots each.
+
+The workspaces: ``ceil(N / --per-repo)`` monorepos ``bench-mono-NN`` (made with ``git
+fast-import`` and registered in-process with ``Syncer.add``, as tests/e2e does), each holding
+up to ``--per-repo`` (1,000) directories ``services/sNNNNN`` with a marker ``service.yaml`` and
+a ``README.md`` that says "colour". The spec (``SPEC`` below) selects the repositories with
+``repo:^bench-mono-``, makes each marker's directory a workspace fetched sparsely
+(``onlyFetchWorkspace``), runs ``sed -i 's/colour/color/g' README.md`` in a busybox image
+(tests/support/busybox.py, imported into each executor's store with ``offload executor images
+import``) and templates one changeset per workspace.
+
+What is measured, per run (``--runs``; medians of the runs are reported):
+
+1. **Floors**, measured in the same run on the started but idle fleet, ``--samples`` times each
+   after one discarded sample, medians:
+
+   * ``sandbox``: the sandbox runtime's own argv (``SandboxRuntime.command()`` for the step's
+     image: ``env -i``, cgroup join, ``prlimit``, ``bwrap`` on the busybox root) running
+     ``/bin/true`` instead of the step's script;
+   * ``sparse checkout``: the executor's own git commands for a sparse workspace
+     (``workspace.git_commands()``: init, ``fetch --depth=1 --filter=blob:none`` of the commit,
+     ``sparse-checkout set --no-cone 'services/sNNNNN/*'``, checkout) straight against
+     ``file://`` of the server's mirror of the first monorepo;
+   * ``helper start`` (for information): ``python -c "import offload.batches.helper"``; each
+     workspace runs the host helper twice (``pre`` and ``post``), outside the floor.
+
+   The **floor** of one workspace is ``sandbox + sparse checkout``; the floor-limited
+   throughput is ``executors x slots / floor``; the **ratio** is the achieved workspaces/s
+   over that floor-limited rate (1.0 would mean every slot did nothing but start runtimes and
+   check out workspaces). Per-workspace wall time (``wall / N``) is shown beside it.
+
+2. **End to end**: ``offload batch preview -f SPEC --json --user bench`` is started as a process
+   (the user's command: it submits the spec, polls the server every 0.5 s until every workspace
+   finished, and prints the N operations); **wall time** runs from starting that process to its
+   exit, and **workspaces/s** = N / wall. The run fails unless all N workspaces completed and
+   N operations came back. While it runs, ``GET /api/queues`` is read every ``--progress``
+   seconds to print workspaces done / N. After it, the database's own timestamps split the
+   wall time: submit to resolution done, resolution, first workspace start to last workspace
+   end (the execution span, with its own rate), and each workspace job's duration.
+
+3. **Preview shown**: the unchanged spec again, as a fresh ``offload batch preview -f SPEC``
+   process (no ``--json``: it renders the N-row table, written to a file). The step cache
+   answers every workspace, so this times what a user waits for to see the N-row preview
+   of an executed spec: CLI start, submit, resolution (the monorepos' trees listed, N cache
+   lookups, N changeset specs), polling (0.5 s granularity), planning, the N-row table. The
+   run fails unless it reports N cached workspaces. For information, the bare ``GET
+   /api/batches/specs/{id}`` of the executed spec (progress + plan + N operations as JSON,
+   ``--samples`` times, median) is timed too.
+
+4. **Resources**: peak RSS (``VmHWM`` in /proc/PID/status) of the server and the worker
+   processes (and of the executor processes, for information; their children are separate
+   processes), read at the end of the run, so including the preview of step 3; also read
+   right after step 2. **Database size**: the SQLite file plus its ``-wal`` (or
+   ``pg_database_size``) right after step 2, and at the end for information.
+
+Targets (for the default N = 45,000): >= 50 workspaces/s, server peak RSS <= 500 MB, preview
+shown <= 5 s. They are marked met or missed for whatever N was run. Results go to
+``bench/results/batch_scale-<UTC timestamp>.json``. Run by hand, as root (the sandbox runtime's
+cgroups), with bubblewrap, umoci, git and busybox-static installed:
+
+    .venv/bin/python bench/batch_scale.py                      # 45,000 workspaces: hours on 2 cores
+    .venv/bin/python bench/batch_scale.py --workspaces 300     # a quick check
+
+It imports the test helpers ``tests/support/fleet.py`` (server and executor processes) and
+``tests/support/busybox.py`` (the busybox image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from offload.db.connect import open_database
+from offload.db.url import DatabaseURL
+from offload.db.values import parse_time
+from offload.executor import workspace
+from offload.executor.images import ImageStore
+from offload.executor.runtimes.base import Limits, Step
+from offload.executor.runtimes.sandbox import SandboxRuntime
+from offload.protocol.wire import Job
+from offload.repos.mirror import Mirrors
+from offload.repos.registry import RepoRegistry
+from offload.repos.syncer import Syncer
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests" / "support")]
+from busybox import build_rootfs, build_tarball  # noqa: E402
+from fleet import Fleet, Process, spawn  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+NAME = "batch_scale"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+IMAGE = "offload-bench/busybox:latest"
+REPO_PREFIX = "bench-mono-"
+MARKER = "service.yaml"
+USER = "bench"
+SPEC = f"""\
+name: scale-colour
+description: American spelling in every service's README.
+on:
+  - repositoriesMatchingQuery: repo:^{REPO_PREFIX}
+workspaces:
+  - rootAtLocationOf: {MARKER}
+    in: "{REPO_PREFIX}*"
+    onlyFetchWorkspace: true
+steps:
+  - run: sed -i 's/colour/color/g' README.md
+    container: {IMAGE}
+changesetTemplate:
+  title: Use color in ${{{{ steps.path }}}}
+  body: American spelling.
+  branch: batch/scale-colour-${{{{ replace steps.path "/" "-" }}}}
+  commit:
+    message: Use color in ${{{{ steps.path }}}}
+  published: false
+"""
+WORKER_JOBS = ("batches.resolver", "batches.reconciler", "batches.syncer")
+FINISHED = ("completed", "failed", "canceled")
+TARGETS = {"workspaces_per_s": 50.0, "server_peak_rss_mb": 500.0, "preview_shown_s": 5.0}
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Params:
+    """What one invocation measures."""
+
+    workspaces: int
+    executors: int
+    slots: int
+    runs: int
+    per_repo: int
+    samples: int
+    progress: float
+    stall_timeout: float
+    postgres_url: str | None
+    keep: bool
+
+
+# -- measuring helpers --------------------------------------------------------------------
+
+
+def percentile(samples: list[float], pct: float) -> float:
+    """The `pct` percentile of `samples` (nearest rank)."""
+    ordered = sorted(samples)
+    rank = max(1, round(pct / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def ms(seconds: float) -> float:
+    """Seconds as milliseconds."""
+    return seconds * 1000.0
+
+
+def proc_status(pid: int, key: str) -> int | None:
+    """A /proc/PID/status memory field (VmHWM, VmRSS) in bytes; None once the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def rss_mb(process: Process | None, key: str = "VmHWM") -> float | None:
+    """`key` of a running child process, in MB."""
+    if process is None:
+        return None
+    value = proc_status(process.popen.pid, key)
+    return None if value is None else value / MB
+
+
+async def timed_process(argv: list[str], env: dict[str, str] | None = None) -> float:
+    """Milliseconds to run `argv` to its end; RuntimeError if it fails."""
+    start = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await proc.communicate()
+    elapsed = ms(time.perf_counter() - start)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"floor command {argv[:4]}... exited {proc.returncode}: "
+            f"{(err or out).decode(errors='replace').strip()[-400:]}"
+        )
+    return elapsed
+
+
+# -- the system under test ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def database(postgres_url: str | None, scratch: Path, keep: bool) -> Iterator[DatabaseURL]:
+    """A fresh database for one run: a SQLite file, or a PostgreSQL database dropped after."""
+    if postgres_url is None:
+        yield DatabaseURL.for_sqlite(scratch / "offload.db")
+        return
+    admin = DatabaseURL.parse(postgres_url, source="--postgres")
+    name = f"offload_bench_{uuid.uuid4().hex[:10]}"
+
+    async def execute(sql: str) -> None:
+        conn = await asyncpg.connect(
+            host=admin.host,
+            port=admin.port,
+            user=admin.user or None,
+            password=admin.password or None,
+            database=admin.database,
+            timeout=10,
+        )
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(execute(f"CREATE DATABASE {name}"))
+    try:
+        yield DatabaseURL.parse(f"{postgres_url.rsplit('/', 1)[0]}/{name}")
+    finally:
+        if keep:
+            print(f"kept PostgreSQL database {name}")
+        else:
+            asyncio.run(execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def layout(workspaces: int, per_repo: int) -> dict[str, list[str]]:
+    """Each monorepo's workspace directories: N in all, at most `per_repo` per repository."""
+    repos = math.ceil(workspaces / per_repo)
+    out: dict[str, list[str]] = {}
+    for n in range(workspaces):
+        out.setdefault(f"{REPO_PREFIX}{n % repos:02d}", []).append(f"services/s{n:05d}")
+    return out
+
+
+def make_monorepo(path: Path, dirs: list[str]) -> None:
+    """A bare repository with one commit: a marker and a README in each of `dirs`."""
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(path)], check=True)
+    marker = b"kind: service\n"
+    chunks = [b"blob\nmark :1\n", b"data %d\n%s\n" % (len(marker), marker)]
+    mark = 1
+    files = []
+    for d in dirs:
+        readme = f"# {d}\n\nThe colour of {d}.\n".encode()
+        mark += 1
+        chunks += [b"blob\nmark :%d\n" % mark, b"data %d\n%s\n" % (len(readme), readme)]
+        files += [f"M 100644 :1 {d}/{MARKER}\n", f"M 100644 :{mark} {d}/README.md\n"]
+    message = b"services\n"
+    chunks += [
+        b"commit refs/heads/main\n",
+        b"committer Bench <bench@example.com> 1700000000 +0000\n",
+        b"data %d\n%s\n" % (len(message), message),
+        "".join(files).encode(),
+        b"\n",
+    ]
+    subprocess.run(
+        ["git", "fast-import", "--quiet"],
+        cwd=path,
+        input=b"".join(chunks),
+        check=True,
+        capture_output=True,
+    )
+
+
+async def register(url: DatabaseURL, data_dir: Path, sources: dict[str, Path]) -> None:
+    """Add every repository in-process (faster than `offload repos add` per repository)."""
+    db = await open_database(url)
+    try:
+        syncer = Syncer(RepoRegistry(db), Mirrors.in_data_dir(data_dir))
+        for name, source in sources.items():
+            await syncer.add(str(source), name=name)
+    finally:
+        await db.close()
+
+
+def import_image(fleet: Fleet, tarball: Path, data_dir: Path) -> None:
+    """`offload executor images import` of the busybox tarball into one store."""
+    done = subprocess.run(
+        [sys.executable, "-m", "offload", "executor", "images", "import", IMAGE, str(tarball)],
+        env={**os.environ, **fleet.env, "EXECUTOR_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"offload executor images import: {done.stderr.strip()}")
+
+
+def stop_processes(processes: list[Process]) -> None:
+    """SIGTERM all of `processes` at once, then wait for each (they stop in parallel)."""
+    for process in processes:
+        if process.popen.poll() is None:
+            process.popen.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            code = process.popen.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.popen.kill()
+            code = process.popen.wait()
+        if process.popen.stdout is not None:
+            process.popen.stdout.close()
+        if code not in (0, -signal.SIGTERM):
+            print(f"warning: {process.name} exited {code}: {''.join(process.lines[-5:])}")
+
+
+async def database_size(url: DatabaseURL) -> int:
+    """Bytes the database takes: the SQLite file and its WAL, or pg_database_size."""
+    if url.dialect == "sqlite":
+        assert url.path is not None
+        return sum(p.stat().st_size for p in (url.path, Path(f"{url.path}-wal")) if p.exists())
+    db = await open_database(url, pool_size=1)
+    try:
+        rows = await db.fetch("SELECT pg_database_size(current_database()) AS n")
+        return int(rows[0]["n"])
+    finally:
+        await db.close()
+
+
+# -- floors -------------------------------------------------------------------------------
+
+
+async def floor_sample(
+    images: ImageStore, scratch: Path, mirror: Path, commit: str, path: str
+) -> dict[str, float]:
+    """One sample of each floor, in ms."""
+    out: dict[str, float] = {}
+    ws = scratch / f"floor-{uuid.uuid4().hex[:8]}"
+    (ws / ".offload").mkdir(parents=True)
+    (ws / ".offload" / "true.sh").write_text("true\n")
+    sandbox = SandboxRuntime(images)
+    run_id = f"floor-{uuid.uuid4().hex[:8]}"
+    # Timed from the argv's making: command() creates the run's cgroups, as for every step.
+    start = time.perf_counter()
+    argv = sandbox.command(Step("floor", ".offload/true.sh", image=IMAGE), ws, Limits(), run_id)
+    # The step's "/bin/sh SCRIPT" becomes plain `true`: what is left is the runtime.
+    try:
+        await timed_process([*argv[:-2], "/bin/true"])
+        out["sandbox"] = ms(time.perf_counter() - start)
+    finally:
+        await sandbox.stop(run_id)
+
+    repo_dir = ws / "repository"
+    repo_dir.mkdir()
+    job = Job(
+        id=1,
+        repository_name=f"{REPO_PREFIX}00",
+        commit=commit,
+        shallow_clone=True,
+        sparse_checkout=[f"{path}/*"],
+    )
+    start = time.perf_counter()
+    for _, git_argv in workspace.git_commands(job, repo_dir, f"file://{mirror}"):
+        await timed_process(git_argv, env=workspace.git_env())
+    out["sparse_checkout"] = ms(time.perf_counter() - start)
+    if not (repo_dir / path / "README.md").is_file():
+        raise RuntimeError(f"the sparse checkout floor has no {path}/README.md")
+
+    out["helper_start"] = await timed_process(
+        [sys.executable, "-c", "import offload.batches.helper"]
+    )
+    shutil.rmtree(ws, ignore_errors=True)
+    return out
+
+
+def measure_floors(
+    params: Params, tarball: Path, scratch: Path, mirror: Path, path: str
+) -> dict[str, list[float]]:
+    """Every floor, `params.samples` times (after one discarded sample), in ms."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "refs/heads/main"],
+        cwd=mirror,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+    async def sample_all() -> dict[str, list[float]]:
+        images = ImageStore(scratch / "floor-images")
+        await images.import_image(IMAGE, tarball)
+        await images.ensure(IMAGE)
+        await floor_sample(images, scratch, mirror, commit, path)  # page cache, first starts
+        floors: dict[str, list[float]] = {}
+        for _ in range(params.samples):
+            for key, value in (await floor_sample(images, scratch, mirror, commit, path)).items():
+                floors.setdefault(key, []).append(value)
+        return floors
+
+    return asyncio.run(sample_all())
+
+
+# -- end to end ---------------------------------------------------------------------------
+
+
+class Run:
+    """One run's fleet: server, worker and executors on a fresh database."""
+
+    def __init__(self, params: Params, scratch: Path, url: DatabaseURL) -> None:
+        self.params = params
+        self.scratch = scratch
+        self.url = url
+        self.fleet = Fleet(url, scratch / "data", job_queues="default")
+        self.worker: Process | None = None
+        self.spec_file = scratch / "spec.yaml"
+        self.spec_file.write_text(SPEC)
+
+    def offload(self, *args: str) -> None:
+        """Run an offload command; RuntimeError when it fails."""
+        done = self.fleet.offload(*args, timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"offload {' '.join(args)}: {done.stderr or done.stdout}")
+
+    def start(self, executors: list[str]) -> None:
+        """Server, worker and executors, each waited for until it says it is ready."""
+        self.fleet.start_server()
+        args = ["worker"]
+        for job in WORKER_JOBS:
+            args += ["--job", job]
+        self.worker = spawn("worker", args, self.fleet.env)
+        self.worker.wait_for("offload worker listening", timeout=60)
+        for name in executors:
+            self.fleet.start_executor(
+                name,
+                slots=self.params.slots,
+                EXECUTOR_QUEUE_NAME="batches",
+                EXECUTOR_DATA_DIR=str(self.executor_dir(name)),
+            )
+
+    def executor_dir(self, name: str) -> Path:
+        """An executor's data directory (its image store and workspaces)."""
+        return self.fleet.data_dir / f"executor-{name}"
+
+    def processes(self) -> list[Process]:
+        """Every long-running process, executors first (the order to stop them in)."""
+        server = [self.fleet.server] if self.fleet.server else []
+        worker = [self.worker] if self.worker else []
+        return [*self.fleet.executors, *worker, *server]
+
+    def stop(self) -> None:
+        """Stop executors, then the worker, then the server."""
+        stop_processes(list(self.fleet.executors))
+        stop_processes([p for p in (self.worker, self.fleet.server) if p is not None])
+
+    def preview_process(self, out: Path, *, as_json: bool) -> subprocess.Popen[bytes]:
+        """`offload batch preview -f SPEC` as the user runs it, its stdout and stderr to files."""
+        argv = [sys.executable, "-m", "offload", "batch", "preview", "-f", str(self.spec_file)]
+        argv += ["--json"] if as_json else []
+        with out.open("wb") as stdout, out.with_suffix(".err").open("wb") as stderr:
+            return subprocess.Popen(
+                [*argv, "--user", USER],
+                env={**os.environ, **self.fleet.env},
+                stdout=stdout,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def resources(self) -> dict[str, float | None]:
+        """Peak and current RSS of the server, the worker and each executor, in MB."""
+        out: dict[str, float | None] = {
+            "server_peak_rss_mb": rss_mb(self.fleet.server),
+            "worker_peak_rss_mb": rss_mb(self.worker),
+            "server_rss_mb": rss_mb(self.fleet.server, "VmRSS"),
+            "worker_rss_mb": rss_mb(self.worker, "VmRSS"),
+        }
+        for process in self.fleet.executors:
+            out[f"executor_peak_rss_mb.{process.name}"] = rss_mb(process)
+        return out
+
+    def alive(self) -> None:
+        """RuntimeError naming the first long-running process that has exited."""
+        for process in self.processes():
+            if process.popen.poll() is not None:
+                raise RuntimeError(
+                    f"{process.name} exited {process.popen.returncode}:\n"
+                    + "".join(process.lines[-30:])
+                )
+
+    def execute(self, console: Console) -> dict[str, Any]:
+        """The batch preview of N workspaces, to the end, with progress; its figures."""
+        n = self.params.workspaces
+        out = self.scratch / "preview.json"
+        client = httpx.Client(base_url=self.fleet.base, timeout=120)
+        start = time.perf_counter()
+        cli = self.preview_process(out, as_json=True)
+        last_change, last_done, last_t = start, -1, start
+        progress: list[dict[str, Any]] = []
+        try:
+            while cli.poll() is None:
+                time.sleep(min(self.params.progress, 0.5))
+                now = time.perf_counter()
+                if now - last_t < self.params.progress and cli.poll() is None:
+                    continue
+                self.alive()
+                counts = self.queue_counts(client)
+                done = sum(counts.get("batches", {}).get(s, 0) for s in FINISHED)
+                total = sum(counts.get("batches", {}).values())
+                resolving = sum(counts.get("batch_resolutions", {}).get(s, 0) for s in FINISHED)
+                usage = self.resources()
+                rate = (done - max(last_done, 0)) / (now - last_t)
+                progress.append(
+                    {"t_s": now - start, "done": done, "queued": total}
+                    | {k: v for k, v in usage.items() if "." not in k}
+                )
+                phase = "executing" if resolving else "resolving"
+                console.print(
+                    f"  [{now - start:7.1f}s] {phase}: {done}/{n} workspaces done "
+                    f"({total} queued so far; {done / (now - start):.1f} ws/s overall, "
+                    f"{rate:.1f} ws/s lately); RSS server {usage['server_rss_mb'] or 0:.0f} MB, "
+                    f"worker {usage['worker_rss_mb'] or 0:.0f} MB",
+                    highlight=False,
+                )
+                if done != last_done:
+                    last_change, last_done = now, done
+                elif now - last_change > self.params.stall_timeout:
+                    raise RuntimeError(
+                        f"no workspace finished for {self.params.stall_timeout:g}s "
+                        f"({done}/{n} done); server log tail:\n"
+                        + "".join(self.fleet.server.lines[-20:] if self.fleet.server else [])
+                    )
+                last_t = now
+            wall = time.perf_counter() - start
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+                cli.wait()
+            client.close()
+        if cli.returncode != 0:
+            raise RuntimeError(
+                f"offload batch preview exited {cli.returncode}: "
+                f"{out.with_suffix('.err').read_text()[-2000:]}"
+            )
+        view = json.loads(out.read_text())
+        states, operations = view["states"], view["operations"] or []
+        if states != {"completed": n} or len(operations) != n:
+            raise RuntimeError(
+                f"the preview shows states {states} and {len(operations)} operations, "
+                f"not {n} completed workspaces and {n} operations"
+            )
+        return {"wall_s": wall, "spec_id": view["id"], "states": states, "progress": progress}
+
+    def queue_counts(self, client: httpx.Client) -> dict[str, dict[str, int]]:
+        """GET /api/queues: each record queue's counts by state."""
+        response = client.get("/api/queues")
+        response.raise_for_status()
+        return {q["queue"]: q["counts"] for q in response.json()}
+
+    def preview_shown(self) -> dict[str, Any]:
+        """A fresh `offload batch preview -f SPEC` of the executed spec, to its N-row table."""
+        n = self.params.workspaces
+        out = self.scratch / "preview-cached.txt"
+        start = time.perf_counter()
+        cli = self.preview_process(out, as_json=False)
+        try:
+            code = cli.wait(timeout=3600)
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+        seconds = time.perf_counter() - start
+        text = out.read_text()
+        if code != 0:
+            raise RuntimeError(
+                f"offload batch preview (cached) exited {code}: "
+                f"{out.with_suffix('.err').read_text()[-2000:]}"
+            )
+        summary = f"{n} workspaces ({n} cached); {n} changesets"
+        if summary not in text:
+            tail = "\n".join(text.splitlines()[-3:])
+            raise RuntimeError(f"the cached preview does not say {summary!r}:\n{tail}")
+        return {"seconds": seconds, "rows": len(text.splitlines()) - 3}
+
+    def get_preview(self, spec_id: str) -> list[float]:
+        """Seconds of each GET /api/batches/specs/{id} of the executed spec."""
+        times = []
+        with httpx.Client(base_url=self.fleet.base, timeout=600) as client:
+            for _ in range(self.params.samples):
+                start = time.perf_counter()
+                response = client.get(f"/api/batches/specs/{spec_id}")
+                times.append(time.perf_counter() - start)
+                response.raise_for_status()
+                if len(response.json()["operations"]) != self.params.workspaces:
+                    raise RuntimeError(f"GET /api/batches/specs/{spec_id}: not N operations")
+        return times
+
+
+async def timeline(url: DatabaseURL, spec_id: str) -> dict[str, Any]:
+    """The executed spec's phases from the database's own timestamps."""
+    db = await open_database(url, pool_size=1)
+    try:
+        spec = (
+            await db.fetch(
+                "SELECT id, created_at FROM batch_specs WHERE rand_id = :r", {"r": spec_id}
+            )
+        )[0]
+        resolution = (
+            await db.fetch(
+                "SELECT queued_at, started_at, finished_at FROM batch_resolution_jobs "
+                "WHERE batch_spec_id = :s",
+                {"s": spec["id"]},
+            )
+        )[0]
+        jobs = await db.fetch(
+            "SELECT queued_at, started_at, finished_at, worker_hostname "
+            "FROM batch_workspace_jobs WHERE batch_spec_id = :s",
+            {"s": spec["id"]},
+        )
+    finally:
+        await db.close()
+    created = parse_time(spec["created_at"])
+    r_start, r_end = parse_time(resolution["started_at"]), parse_time(resolution["finished_at"])
+    assert created and r_start and r_end
+    started = [parse_time(j["started_at"]) for j in jobs]
+    finished = [parse_time(j["finished_at"]) for j in jobs]
+    durations = [
+        ms((f - s).total_seconds()) for s, f in zip(started, finished, strict=True) if s and f
+    ]
+    first = min(s for s in started if s)
+    last = max(f for f in finished if f)
+    span = (last - first).total_seconds()
+    by_executor: dict[str, int] = {}
+    for j in jobs:
+        by_executor[str(j["worker_hostname"])] = by_executor.get(str(j["worker_hostname"]), 0) + 1
+    return {
+        "submit_to_resolution_start_s": (r_start - created).total_seconds(),
+        "resolution_s": (r_end - r_start).total_seconds(),
+        "resolution_to_first_start_s": (first - r_end).total_seconds(),
+        "execution_span_s": span,
+        "execution_span_ws_per_s": len(jobs) / span if span > 0 else None,
+        "job_p50_ms": percentile(durations, 50),
+        "job_p95_ms": percentile(durations, 95),
+        "job_max_ms": max(durations),
+        "by_executor": by_executor,
+    }
+
+
+def log_problems(run: Run) -> dict[str, list[str]]:
+    """Lines of the long-running processes' output that report errors or warnings."""
+    words = ("Traceback", "ERROR", "Error", "WARNING", "warning", "timed out", "Timeout")
+    out: dict[str, list[str]] = {}
+    for process in run.processes():
+        found = [line.rstrip() for line in process.lines if any(w in line for w in words)]
+        if found:
+            out[process.name] = found[:20] + ([f"... {len(found) - 20} more"] * (len(found) > 20))
+    return out
+
+
+def one_run(params: Params, console: Console) -> dict[str, Any]:
+    """Floors, the end-to-end preview, the cached preview and resources, on a fresh database."""
+    scratch = Path(tempfile.mkdtemp(prefix="offload-bench-scale-"))
+    try:
+        with database(params.postgres_url, scratch, params.keep) as url:
+            return measure_run(params, console, scratch, url)
+    finally:
+        if params.keep:
+            console.print(f"  kept {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def measure_run(
+    params: Params, console: Console, scratch: Path, url: DatabaseURL
+) -> dict[str, Any]:
+    """One run on `url`, in `scratch`."""
+    run = Run(params, scratch, url)
+    setup: dict[str, float] = {}
+    start = time.perf_counter()
+    run.offload("migrate", "up")
+    dirs = layout(params.workspaces, params.per_repo)
+    sources = {name: scratch / "src" / f"{name}.git" for name in dirs}
+    for name, path in sources.items():
+        make_monorepo(path, dirs[name])
+    setup["repositories_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    asyncio.run(register(url, run.fleet.data_dir, sources))
+    setup["register_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    tarball = build_tarball(build_rootfs(scratch / "busybox-rootfs"), scratch / "busybox.tar")
+    executors = [f"exec-{n}" for n in range(params.executors)]
+    for name in executors:
+        import_image(run.fleet, tarball, run.executor_dir(name))
+    setup["images_s"] = time.perf_counter() - start
+    console.print(
+        f"  setup: {len(sources)} monorepo(s) made in {setup['repositories_s']:.1f}s, "
+        f"registered in {setup['register_s']:.1f}s; image imported into {len(executors)} "
+        f"executor(s) in {setup['images_s']:.1f}s",
+        highlight=False,
+    )
+    try:
+        run.start(executors)
+        console.print(f"  floors: {params.samples} samples each")
+        first = next(iter(dirs))
+        mirror = Mirrors.in_data_dir(run.fleet.data_dir).path(first)
+        floors = measure_floors(params, tarball, scratch, mirror, dirs[first][0])
+        console.print(f"  end to end: offload batch preview over {params.workspaces} workspaces")
+        executed = run.execute(console)
+        after = run.resources()
+        size = asyncio.run(database_size(url))
+        phases = asyncio.run(timeline(url, executed["spec_id"]))
+        console.print(
+            f"  executed in {executed['wall_s']:.1f}s; preview of the executed spec again "
+            "(step cache)"
+        )
+        shown = run.preview_shown()
+        gets = run.get_preview(executed["spec_id"])
+        run.alive()
+        end = run.resources()
+        size_end = asyncio.run(database_size(url))
+        problems = log_problems(run)
+    finally:
+        run.stop()
+    return summarize_run(
+        params, floors, executed, phases, shown, gets, after, end, size, size_end
+    ) | {
+        "setup": setup,
+        "log_problems": problems,
+        "progress": executed["progress"],
+    }
+
+
+def summarize_run(
+    params: Params,
+    floors: dict[str, list[float]],
+    executed: dict[str, Any],
+    phases: dict[str, Any],
+    shown: dict[str, Any],
+    gets: list[float],
+    after: dict[str, float | None],
+    end: dict[str, float | None],
+    size: int,
+    size_end: int,
+) -> dict[str, Any]:
+    """One run's figures, flat (name -> value), with the raw samples beside them."""
+    n = params.workspaces
+    slots = params.executors * params.slots
+    wall = float(executed["wall_s"])
+    flat: dict[str, float] = {
+        "wall_s": wall,
+        "workspaces_per_s": n / wall,
+        "per_workspace_wall_ms": ms(wall / n),
+    }
+    for name, values in floors.items():
+        flat[f"floor.{name}.p50_ms"] = statistics.median(values)
+    floor = flat["floor.sandbox.p50_ms"] + flat["floor.sparse_checkout.p50_ms"]
+    flat["floor_ms"] = floor
+    flat["floor_limited_ws_per_s"] = slots / (floor / 1000)
+    flat["ratio_to_floor"] = flat["workspaces_per_s"] / flat["floor_limited_ws_per_s"]
+    with_helpers = floor + 2 * flat["floor.helper_start.p50_ms"]
+    flat["floor_with_helpers_ms"] = with_helpers
+    flat["ratio_to_floor_with_helpers"] = flat["workspaces_per_s"] / (slots / (with_helpers / 1000))
+    for key, value in phases.items():
+        if isinstance(value, (int, float)) and value is not None:
+            flat[f"timeline.{key}"] = float(value)
+    flat["preview_shown_s"] = float(shown["seconds"])
+    flat["preview_get_s"] = statistics.median(gets)
+    for key, value in end.items():
+        if value is not None:
+            flat[key] = value
+    for key, value in after.items():
+        if value is not None and "peak" in key:
+            flat[f"after_execution.{key}"] = value
+    flat["db_size_mb"] = size / MB
+    flat["db_size_end_mb"] = size_end / MB
+    return {
+        "figures": flat,
+        "by_executor": phases["by_executor"],
+        "floor_samples": floors,
+        "preview_get_samples_s": gets,
+        "preview_rows": shown["rows"],
+    }
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """The median over the runs of every figure present in all of them."""
+    keys = set.intersection(*(set(run["figures"]) for run in runs))
+    return {key: statistics.median(run["figures"][key] for run in runs) for key in sorted(keys)}
+
+
+def targets(meds: dict[str, float], n: int) -> list[dict[str, Any]]:
+    """The acceptance targets, met or missed (they are set for N = 45,000)."""
+    return [
+        {
+            "target": "workspaces/s",
+            "goal": f">= {TARGETS['workspaces_per_s']:g}",
+            "value": meds["workspaces_per_s"],
+            "met": meds["workspaces_per_s"] >= TARGETS["workspaces_per_s"],
+        },
+        {
+            "target": "server peak RSS (MB)",
+            "goal": f"<= {TARGETS['server_peak_rss_mb']:g}",
+            "value": meds["server_peak_rss_mb"],
+            "met": meds["server_peak_rss_mb"] <= TARGETS["server_peak_rss_mb"],
+        },
+        {
+            "target": f"preview of {n} rows shown (s)",
+            "goal": f"<= {TARGETS['preview_shown_s']:g}",
+            "value": meds["preview_shown_s"],
+            "met": meds["preview_shown_s"] <= TARGETS["preview_shown_s"],
+        },
+    ]
+
+
+# -- reporting ----------------------------------------------------------------------------
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of `name`, or None."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def source_digest() -> str:
+    """A digest of offload's installed source (SQL included), to tell apart uncommitted edits."""
+    import offload
+
+    root = Path(offload.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".sql") and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout this runs from, with '+dirty' when it has changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def tool_version(*argv: str) -> str | None:
+    """The first line `argv` prints, or None."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0] if lines else None
+
+
+def machine_info(postgres_url: str | None) -> dict[str, Any]:
+    """Where the benchmark ran."""
+    postgres = None
+    if postgres_url:
+        postgres = tool_version("psql", postgres_url, "-Atc", "SHOW server_version")
+    return {
+        "cpu_count": os.cpu_count(),
+        "memory_mb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // MB,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "tools": {
+            "bwrap": tool_version("bwrap", "--version"),
+            "git": tool_version("git", "--version"),
+            "umoci": tool_version("umoci", "--version"),
+            "postgresql": postgres,
+        },
+        "packages": {name: package_version(name) for name in ("offload", "httpx", "uvicorn")},
+        "offload_commit": git_commit(),
+        "offload_source_sha256": source_digest(),
+    }
+
+
+def write_results(document: dict[str, Any]) -> Path:
+    """Write the JSON results; their path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    when = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS / f"{NAME}-{when}.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
+
+
+def fmt(value: float | None, spec: str = ".1f") -> str:
+    """`value` formatted with `spec`, or a dash."""
+    return "-" if value is None else format(value, spec)
+
+
+def print_summary(
+    console: Console, params: Params, meds: dict[str, float], goals: list[dict[str, Any]]
+) -> None:
+    """The medians, floors, ratio and targets as tables."""
+    n, slots = params.workspaces, params.executors * params.slots
+    db = "PostgreSQL" if params.postgres_url else "SQLite"
+    figures = Table(
+        title=f"Batch preview of {n} workspaces, {params.executors} executors x {params.slots} "
+        f"slots (sandbox), {db}: medians of {params.runs} run(s)"
+    )
+    figures.add_column("figure")
+    figures.add_column("value", justify="right")
+    figures.add_column("what")
+    rows = [
+        ("wall time", fmt(meds["wall_s"]) + " s", "`offload batch preview --json` start to exit"),
+        ("workspaces/s", fmt(meds["workspaces_per_s"], ".2f"), "N / wall time"),
+        ("per-workspace wall", fmt(meds["per_workspace_wall_ms"]) + " ms", "wall time / N"),
+        (
+            "  submit to resolved",
+            fmt(
+                meds["timeline.submit_to_resolution_start_s"] + meds["timeline.resolution_s"], ".2f"
+            )
+            + " s",
+            f"spec created to resolution done (resolution {meds['timeline.resolution_s']:.2f} s)",
+        ),
+        (
+            "  execution span",
+            fmt(meds["timeline.execution_span_s"]) + " s",
+            f"first workspace start to last end "
+            f"({fmt(meds.get('timeline.execution_span_ws_per_s'), '.2f')} ws/s)",
+        ),
+        (
+            "  workspace job",
+            f"{meds['timeline.job_p50_ms']:.0f} / {meds['timeline.job_p95_ms']:.0f} ms",
+            f"started to finished, p50 / p95, {slots} running at once",
+        ),
+        (
+            "preview shown",
+            fmt(meds["preview_shown_s"], ".2f") + " s",
+            f"fresh `offload batch preview` of the executed spec: {n} cached, {n}-row table",
+        ),
+        (
+            "  GET preview",
+            fmt(meds["preview_get_s"], ".2f") + " s",
+            f"GET /api/batches/specs/ID of the executed spec, {n} operations (info)",
+        ),
+        ("server peak RSS", fmt(meds["server_peak_rss_mb"]) + " MB", "VmHWM at the end"),
+        ("worker peak RSS", fmt(meds["worker_peak_rss_mb"]) + " MB", "VmHWM at the end"),
+        ("database size", fmt(meds["db_size_mb"]) + " MB", f"after execution ({db})"),
+        ("  at the end", fmt(meds["db_size_end_mb"]) + " MB", "after the cached preview (info)"),
+    ]
+    for row in rows:
+        figures.add_row(*row)
+    for key in sorted(k for k in meds if k.startswith("executor_peak_rss_mb.")):
+        figures.add_row(f"  {key.split('.', 1)[1]} peak RSS", fmt(meds[key]) + " MB", "(info)")
+    console.print(figures)
+
+    floors = Table(title="Per-workspace floor, measured in the same run(s) (ms, median)")
+    floors.add_column("floor")
+    floors.add_column("ms", justify="right")
+    floors.add_column("what")
+    floors.add_row(
+        "sandbox",
+        fmt(meds["floor.sandbox.p50_ms"]),
+        "SandboxRuntime.command() on the image, `true`",
+    )
+    floors.add_row(
+        "sparse checkout",
+        fmt(meds["floor.sparse_checkout.p50_ms"]),
+        "the executor's git commands, sparse, against file://<mirror>",
+    )
+    floors.add_row("floor", fmt(meds["floor_ms"]), "sandbox + sparse checkout")
+    floors.add_row(
+        "helper start",
+        fmt(meds["floor.helper_start.p50_ms"]),
+        "python -c 'import offload.batches.helper' (info; 2 per workspace)",
+    )
+    console.print(floors)
+
+    ratio = Table(title="Achieved against the floor")
+    for column in ("", "ws/s", "ratio"):
+        ratio.add_column(column, justify="right" if column else "left")
+    ratio.add_row("achieved", fmt(meds["workspaces_per_s"], ".2f"), "")
+    ratio.add_row(
+        f"floor-limited ({slots} slots / floor)",
+        fmt(meds["floor_limited_ws_per_s"], ".2f"),
+        f"{meds['ratio_to_floor']:.3f}x",
+    )
+    ratio.add_row(
+        "floor + 2 helper starts (info)",
+        fmt(slots / (meds["floor_with_helpers_ms"] / 1000), ".2f"),
+        f"{meds['ratio_to_floor_with_helpers']:.3f}x",
+    )
+    console.print(ratio)
+
+    table = Table(title=f"Targets (set for N = 45,000; this is N = {n})")
+    for column in ("target", "goal", "measured", "status"):
+        table.add_column(column, justify="right" if column in ("goal", "measured") else "left")
+    for goal in goals:
+        status = "[green]met[/green]" if goal["met"] else "[red]missed[/red]"
+        table.add_row(goal["target"], goal["goal"], f"{goal['value']:.2f}", status)
+    console.print(table)
+
+
+# -- command line -------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> Params:
+    """The benchmark's parameters from the command line."""
+    parser = argparse.ArgumentParser(
+        description="A simple batch change over N workspaces (sparse monorepo directories), end\n"
+        "to end through a real server, worker and sandbox executors: wall time, workspaces/s,\n"
+        "peak RSS, database size, the time to show the N-row preview, and the per-workspace\n"
+        "floor (runtime start + sparse checkout) measured in the same run. See the docstring.",
+        epilog="example: .venv/bin/python bench/batch_scale.py\n"
+        "quick check: .venv/bin/python bench/batch_scale.py --workspaces 300",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--workspaces", type=int, default=45000, help="workspaces N (default 45000)"
+    )
+    parser.add_argument("--executors", type=int, default=2, help="executors (default 2)")
+    parser.add_argument("--slots", type=int, default=4, help="slots per executor (default 4)")
+    parser.add_argument(
+        "--runs", type=int, default=1, help="repetitions; medians are reported (default 1)"
+    )
+    parser.add_argument(
+        "--per-repo",
+        type=int,
+        default=1000,
+        help="workspace directories per monorepo (default 1000)",
+    )
+    parser.add_argument(
+        "--samples", type=int, default=10, help="samples of each floor and of GET (default 10)"
+    )
+    parser.add_argument(
+        "--progress", type=float, default=5.0, help="seconds between progress lines (default 5)"
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=900.0,
+        help="give up when no workspace finishes for this long, in seconds (default 900)",
+    )
+    parser.add_argument(
+        "--postgres",
+        nargs="?",
+        const=os.environ.get("OFFLOAD_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+        default=None,
+        metavar="URL",
+        help="run on a fresh PostgreSQL database per run, created and dropped on the server "
+        f"of URL (default $OFFLOAD_BENCH_POSTGRES_URL or {DEFAULT_POSTGRES_URL}); without "
+        "it, a temporary SQLite file",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep each run's scratch directory (data, repositories, SQLite file, outputs) "
+        "and PostgreSQL database instead of removing them",
+    )
+    args = parser.parse_args(argv)
+    positive = (args.workspaces, args.executors, args.slots, args.runs, args.per_repo)
+    if min(*positive, args.samples) < 1 or args.progress <= 0:
+        parser.error(
+            "--workspaces, --executors, --slots, --runs, --per-repo, --samples and "
+            "--progress must be positive"
+        )
+    return Params(
+        workspaces=args.workspaces,
+        executors=args.executors,
+        slots=args.slots,
+        runs=args.runs,
+        per_repo=args.per_repo,
+        samples=args.samples,
+        progress=args.progress,
+        stall_timeout=args.stall_timeout,
+        postgres_url=args.postgres,
+        keep=args.keep,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the summary and write the results."""
+    params = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so that every process started here stops.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    console = Console() if sys.stdout.isatty() else Console(width=150)
+    started_at = datetime.now(UTC)
+    machine = machine_info(params.postgres_url)
+    console.print(
+        f"batch scale: {params.workspaces} workspaces, {params.executors} executors x "
+        f"{params.slots} slots (sandbox), {params.runs} run(s), "
+        f"{'PostgreSQL' if params.postgres_url else 'SQLite'}, {machine['cpu_count']} CPUs, "
+        f"Python {machine['python']}",
+        highlight=False,
+    )
+    runs = []
+    for n in range(params.runs):
+        console.print(f"run {n + 1}/{params.runs}")
+        runs.append(one_run(params, console))
+    meds = medians(runs)
+    goals = targets(meds, params.workspaces)
+    document = {
+        "benchmark": NAME,
+        "started_at": started_at.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "machine": machine,
+        "parameters": asdict(params) | {"spec": SPEC, "worker_jobs": list(WORKER_JOBS)},
+        "definitions": {
+            "wall_s": "`offload batch preview -f SPEC --json` process start to exit",
+            "workspaces_per_s": "N / wall_s",
+            "floor_ms": "sandbox runtime start (`true`) + sparse checkout of one workspace, "
+            "medians measured in the same run",
+            "floor_limited_ws_per_s": "executors x slots / floor",
+            "ratio_to_floor": "workspaces_per_s / floor_limited_ws_per_s",
+            "preview_shown_s": "a fresh `offload batch preview -f SPEC` of the executed, "
+            "unchanged spec (every workspace from the step cache), process start to exit, "
+            "rendering the N-row table",
+            "preview_get_s": "GET /api/batches/specs/{id} of the executed spec (median)",
+            "server_peak_rss_mb": "VmHWM of the server process at the end of the run",
+            "db_size_mb": "SQLite file + WAL, or pg_database_size, after execution",
+        },
+        "runs": runs,
+        "medians": meds,
+        "targets": goals,
+    }
+    path = write_results(document)
+    print_summary(console, params, meds, goals)
+    console.print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
