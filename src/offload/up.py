@@ -43,7 +43,7 @@ class Child:
 
 
 async def executor_env(settings: Settings, port: int) -> dict[str, str]:
-    """The environment of the local executor: this server, its token, the generic queue."""
+    """The environment of the local executor: this server, its token, every executor queue."""
     db = await connect(settings.database(), attempts=1)
     try:
         token = await executor_token(db)
@@ -52,12 +52,16 @@ async def executor_env(settings: Settings, port: int) -> dict[str, str]:
     env = {
         "EXECUTOR_FRONTEND_URL": f"http://127.0.0.1:{port}",
         "EXECUTOR_REGISTRATION_TOKEN": token,
-        "EXECUTOR_QUEUE_NAME": "default",
+        # The laptop mode has one executor: it runs generic jobs and batch workspaces alike.
+        "EXECUTOR_QUEUE_NAMES": ",".join([*settings.job_queues, "batches"]),
         "EXECUTOR_DATA_DIR": str(settings.data_dir / "executor"),
         "EXECUTOR_NAME": f"{socket.gethostname()}-local",
         "EXECUTOR_MAX_NUM_JOBS": os.environ.get("EXECUTOR_MAX_NUM_JOBS", "2"),
     }
-    return {**env, **{k: v for k, v in os.environ.items() if k.startswith("EXECUTOR_")}}
+    given = {k: v for k, v in os.environ.items() if k.startswith("EXECUTOR_")}
+    if "EXECUTOR_QUEUE_NAME" in given or "EXECUTOR_QUEUE_NAMES" in given:
+        env.pop("EXECUTOR_QUEUE_NAMES")
+    return {**env, **given}
 
 
 async def _wait_healthy(url: str, child: Child, timeout: float = 60.0) -> bool:
