@@ -42,7 +42,13 @@ What is measured, per run (``--runs``; medians of the runs are reported):
    N operations came back. While it runs, ``GET /api/queues`` is read every ``--progress``
    seconds to print workspaces done / N. After it, the database's own timestamps split the
    wall time: submit to resolution done, resolution, first workspace start to last workspace
-   end (the execution span, with its own rate), and each workspace job's duration.
+   end (the execution span, with its own rate), and each workspace job's duration. For
+   information, the jobs' log entries (p50 and mean of each: git commands, image check, host
+   helper ``pre``, the sandboxed step, helper ``post``) show where a job's time goes, and
+   CPU seconds per workspace are split by component from /proc (each process's own and its
+   reaped children's: the server's ``git upload-pack``, the executors' git, helpers and
+   sandboxes). The machine's busy time beyond them is shown as "other processes": on a
+   shared machine, read the figures with it.
 
 3. **Preview shown**: the unchanged spec again, as a fresh ``offload batch preview -f SPEC``
    process (no ``--json``: it renders the N-row table, written to a file). The step cache
@@ -199,6 +205,24 @@ def rss_mb(process: Process | None, key: str = "VmHWM") -> float | None:
         return None
     value = proc_status(process.popen.pid, key)
     return None if value is None else value / MB
+
+
+def cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """CPU seconds (user + system) of a process itself, and of its children it has reaped."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    utime, stime, cutime, cstime = (int(v) / tick for v in fields[11:15])
+    return utime + stime, cutime + cstime
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all CPUs have spent busy (not idle, not waiting for I/O) since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 async def timed_process(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -498,6 +522,31 @@ class Run:
             out[f"executor_peak_rss_mb.{process.name}"] = rss_mb(process)
         return out
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far: each component's own and its reaped children's, and the machine's.
+
+        The server's children are the `git upload-pack` processes behind the executors'
+        fetches; an executor's are its git commands, host helpers and sandboxes.
+        """
+        out = {"machine": machine_busy_seconds()}
+        groups = {
+            "server": [self.fleet.server] if self.fleet.server else [],
+            "worker": [self.worker] if self.worker else [],
+            "executors": list(self.fleet.executors),
+        }
+        for group, processes in groups.items():
+            for process in processes:
+                times = cpu_seconds(process.popen.pid)
+                if times is None:
+                    continue
+                out[f"{group}.own"] = out.get(f"{group}.own", 0.0) + times[0]
+                out[f"{group}.children"] = out.get(f"{group}.children", 0.0) + times[1]
+        # This process: the progress polling, and the `offload batch preview` it started.
+        mine = os.times()
+        out["bench.own"] = mine.user + mine.system
+        out["bench.children"] = mine.children_user + mine.children_system
+        return out
+
     def alive(self) -> None:
         """RuntimeError naming the first long-running process that has exited."""
         for process in self.processes():
@@ -512,6 +561,8 @@ class Run:
         n = self.params.workspaces
         out = self.scratch / "preview.json"
         client = httpx.Client(base_url=self.fleet.base, timeout=120)
+        load_before = os.getloadavg()[0]
+        cpu_before = self.cpu()
         start = time.perf_counter()
         cli = self.preview_process(out, as_json=True)
         last_change, last_done, last_t = start, -1, start
@@ -551,6 +602,7 @@ class Run:
                     )
                 last_t = now
             wall = time.perf_counter() - start
+            cpu_after = self.cpu()
         finally:
             if cli.poll() is None:
                 cli.kill()
@@ -568,7 +620,17 @@ class Run:
                 f"the preview shows states {states} and {len(operations)} operations, "
                 f"not {n} completed workspaces and {n} operations"
             )
-        return {"wall_s": wall, "spec_id": view["id"], "states": states, "progress": progress}
+        cpu = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}
+        # The machine is shared: what no process of this run used went to other processes.
+        cpu["others"] = cpu["machine"] - sum(v for k, v in cpu.items() if k != "machine")
+        return {
+            "wall_s": wall,
+            "spec_id": view["id"],
+            "states": states,
+            "progress": progress,
+            "cpu_s": cpu,
+            "load_1min": {"before": load_before, "after": os.getloadavg()[0]},
+        }
 
     def queue_counts(self, client: httpx.Client) -> dict[str, dict[str, int]]:
         """GET /api/queues: each record queue's counts by state."""
@@ -635,6 +697,12 @@ async def timeline(url: DatabaseURL, spec_id: str) -> dict[str, Any]:
             "FROM batch_workspace_jobs WHERE batch_spec_id = :s",
             {"s": spec["id"]},
         )
+        entries = await db.fetch(
+            "SELECT l.key, l.duration_ms FROM execution_logs l "
+            "JOIN batch_workspace_jobs j ON j.id = l.record_id "
+            "WHERE l.queue = 'batches' AND j.batch_spec_id = :s",
+            {"s": spec["id"]},
+        )
     finally:
         await db.close()
     created = parse_time(spec["created_at"])
@@ -651,7 +719,15 @@ async def timeline(url: DatabaseURL, spec_id: str) -> dict[str, Any]:
     by_executor: dict[str, int] = {}
     for j in jobs:
         by_executor[str(j["worker_hostname"])] = by_executor.get(str(j["worker_hostname"]), 0) + 1
+    keyed: dict[str, list[float]] = {}
+    for entry in entries:
+        # One name per kind of entry: step.sandbox.run.0 and step.host.pre.0 keep theirs.
+        keyed.setdefault(str(entry["key"]), []).append(float(entry["duration_ms"] or 0))
     return {
+        "entries": {
+            key: {"p50_ms": percentile(values, 50), "mean_ms": statistics.fmean(values)}
+            for key, values in keyed.items()
+        },
         "submit_to_resolution_start_s": (r_start - created).total_seconds(),
         "resolution_s": (r_end - r_start).total_seconds(),
         "resolution_to_first_start_s": (first - r_end).total_seconds(),
@@ -789,6 +865,15 @@ def summarize_run(
     for key, value in after.items():
         if value is not None and "peak" in key:
             flat[f"after_execution.{key}"] = value
+    cpu = executed["cpu_s"]
+    for key, value in cpu.items():
+        flat[f"cpu_per_workspace_ms.{key}"] = ms(value / n)
+    flat["cpu_utilisation"] = cpu["machine"] / (wall * (os.cpu_count() or 1))
+    flat["cpu_share_others"] = cpu["others"] / cpu["machine"] if cpu["machine"] else 0.0
+    flat["load_1min_before"] = executed["load_1min"]["before"]
+    for key, entry in phases["entries"].items():
+        flat[f"entry.{key}.p50_ms"] = entry["p50_ms"]
+        flat[f"entry.{key}.mean_ms"] = entry["mean_ms"]
     flat["db_size_mb"] = size / MB
     flat["db_size_end_mb"] = size_end / MB
     return {
@@ -914,6 +999,23 @@ def fmt(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+GIT = ("init", "add-remote", "disable-gc", "fetch", "sparse-checkout-config")
+ENTRY_ORDER = (
+    *(f"setup.git.{command}" for command in GIT),
+    *(f"setup.git.{command}" for command in ("sparse-checkout-set", "checkout", "set-remote")),
+    "setup.files",
+    "setup.images",
+    "step.host.pre.0",
+    "step.sandbox.run.0",
+    "step.host.post.0",
+)
+
+
+def entry_order(key: str) -> tuple[int, str]:
+    """Log entries in the order a job runs them; unknown ones last, by name."""
+    return (ENTRY_ORDER.index(key) if key in ENTRY_ORDER else len(ENTRY_ORDER), key)
+
+
 def print_summary(
     console: Console, params: Params, meds: dict[str, float], goals: list[dict[str, Any]]
 ) -> None:
@@ -994,20 +1096,56 @@ def print_summary(
     console.print(floors)
 
     ratio = Table(title="Achieved against the floor")
-    for column in ("", "ws/s", "ratio"):
+    for column in ("", "ws/s", "achieved / this", "this / achieved"):
         ratio.add_column(column, justify="right" if column else "left")
-    ratio.add_row("achieved", fmt(meds["workspaces_per_s"], ".2f"), "")
+    ratio.add_row("achieved", fmt(meds["workspaces_per_s"], ".2f"), "", "")
     ratio.add_row(
         f"floor-limited ({slots} slots / floor)",
         fmt(meds["floor_limited_ws_per_s"], ".2f"),
-        f"{meds['ratio_to_floor']:.3f}x",
+        f"{meds['ratio_to_floor']:.3f}",
+        f"{1 / meds['ratio_to_floor']:.1f}x",
     )
+    with_helpers = meds["ratio_to_floor_with_helpers"]
     ratio.add_row(
         "floor + 2 helper starts (info)",
         fmt(slots / (meds["floor_with_helpers_ms"] / 1000), ".2f"),
-        f"{meds['ratio_to_floor_with_helpers']:.3f}x",
+        f"{with_helpers:.3f}",
+        f"{1 / with_helpers:.1f}x",
     )
     console.print(ratio)
+
+    entries = Table(title="Where a workspace job's time goes: its log entries (ms, info)")
+    for column in ("entry", "p50", "mean"):
+        entries.add_column(column, justify="right" if column != "entry" else "left")
+    keys = sorted({k[len("entry.") : -len(".p50_ms")] for k in meds if k.endswith(".p50_ms")
+                   and k.startswith("entry.")}, key=entry_order)  # fmt: skip
+    for key in keys:
+        entries.add_row(
+            key, fmt(meds[f"entry.{key}.p50_ms"], ".0f"), fmt(meds[f"entry.{key}.mean_ms"], ".0f")
+        )
+    entries.add_row(
+        "whole job", fmt(meds["timeline.job_p50_ms"], ".0f"), "started to finished, p50"
+    )
+    console.print(entries)
+
+    cpu = Table(
+        title=f"CPU per workspace during execution (ms, info): the machine was "
+        f"{meds['cpu_utilisation']:.0%} busy over {os.cpu_count()} CPUs, "
+        f"{meds['cpu_share_others']:.0%} of that for other processes"
+    )
+    for column in ("component", "own", "reaped children"):
+        cpu.add_column(column, justify="right" if column != "component" else "left")
+    for group in ("server", "worker", "executors", "bench"):
+        cpu.add_row(
+            group,
+            fmt(meds.get(f"cpu_per_workspace_ms.{group}.own"), ".0f"),
+            fmt(meds.get(f"cpu_per_workspace_ms.{group}.children"), ".0f"),
+        )
+    cpu.add_row(
+        "other processes", fmt(meds.get("cpu_per_workspace_ms.others"), ".0f"), "not this run's"
+    )
+    cpu.add_row("machine, all", fmt(meds.get("cpu_per_workspace_ms.machine"), ".0f"), "")
+    console.print(cpu)
 
     table = Table(title=f"Targets (set for N = 45,000; this is N = {n})")
     for column in ("target", "goal", "measured", "status"):

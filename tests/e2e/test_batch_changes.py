@@ -250,6 +250,38 @@ def test_preview_apply_pull_requests_merge_and_the_step_cache(batches: Batches) 
     updated = [o for o in changed["operations"] if o["repo"] == "repo-01"]
     assert updated and updated[0]["actions"] == ["update"]
 
+    # Re-applying an edited spec updates what exists: the new body reaches the pull request.
+    assert batches.cli("apply", "--spec", changed["id"]).returncode == 0
+    number = next(c["externalId"] for c in status["list"] if c["repo"] == "repo-01")
+    deadline = time.monotonic() + 60
+    pull: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        pull = httpx.get(f"{batches.fleet.base}/api/pulls/repo-01/{number}").json()
+        if "again" in pull["body"]:
+            break
+        time.sleep(0.3)
+    assert "again" in pull["body"], pull
+
+    # A new diff is pushed as a new commit; repositories the spec dropped are closed (20 + the
+    # monorepo's 3, besides repo-05's merged one, detached before).
+    narrowed = (
+        spec_text(extra=" again")
+        .replace("file:README.md colour", "repo:^repo-0 file:README.md colour")
+        .replace("s/colour/color/g", "s/colour/COLOR/g")
+    )
+    final = batches.preview(narrowed)
+    by_repo = {o["repo"]: o["actions"] for o in final["operations"]}
+    assert by_repo["repo-01"] == ["push"]
+    assert by_repo["repo-17"] == ["close", "detach"]
+    assert by_repo["mono"] == ["close", "detach"]
+    assert batches.cli("apply", "--spec", final["id"]).returncode == 0
+    batches.wait_status("fix-colour", {"open": 9, "detached": 24})
+    assert "the COLOR of repo-01" in git(
+        "show", "batch/fix-colour:README.md", cwd=_hosted(tmp, "repo-01")
+    )
+    closed = httpx.get(f"{batches.fleet.base}/api/pulls", params={"repo": "repo-17"}).json()
+    assert [p["state"] for p in closed] == ["closed"]
+
 
 def test_a_failing_workspace_keeps_its_logs_and_retry_runs_only_it(batches: Batches) -> None:
     fleet = batches.fleet

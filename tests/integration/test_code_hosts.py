@@ -59,7 +59,7 @@ async def test_each_repository_gets_its_hosts_client_under_its_path_there(
         gitlab.push_url("proj") == "https://oauth2:glpat-secret@gitlab.example.com/group/proj.git"
     )
     with pytest.raises(
-        CodeHostError, match="no code host connection covers it.*OFFLOAD_CODE_HOSTS"
+        CodeHostError, match=r"no code host connection covers it.*OFFLOAD_CODE_HOSTS"
     ):
         await hosts.for_repo("elsewhere")
     with pytest.raises(CodeHostError, match="not registered"):

@@ -9,17 +9,27 @@ A recording is a JSON list of exchanges, in the order the client must make them:
 `query` and `json` are compared when recorded, and a request with a query or a body the
 recording does not have differs from it. The response bodies are trimmed copies of what each
 host's documentation shows for that route.
+
+`GITHUB`, `GITLAB` and `GITEA` say what each host's recordings under
+`tests/fixtures/codehosts/<kind>/` were made with; `Replay` makes hosts that answer from them.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import httpx
 import pytest
+
+from offload.repos.codehosts.base import CodeHost, PullRequestDraft
+from offload.repos.codehosts.registry import CodeHostConfig, connect
+
+RECORDINGS = Path(__file__).parent.parent / "fixtures" / "codehosts"
 
 
 class RecordedTransport(httpx.MockTransport):
@@ -76,6 +86,115 @@ class RecordedTransport(httpx.MockTransport):
                 f"  {missing}",
                 pytrace=False,
             )
+
+
+@dataclass(frozen=True)
+class RecordedHost:
+    """A code host as its exchanges were recorded: URL, token, repository and pull request."""
+
+    kind: str
+    name: str  # as the host's errors name it
+    url: str
+    token: str
+    # What every request must carry: the token as the host expects it, and the like.
+    headers: Mapping[str, str]
+    repo: str  # the repository's path on the host
+    number: str  # the pull request the recordings open and change
+    pull_url: str  # where people see it
+
+    @property
+    def draft(self) -> PullRequestDraft:
+        """The pull request every recording of `open` asks for."""
+        return PullRequestDraft(
+            repo=self.repo,
+            base_ref="main",
+            head_ref="offload/fix-readme",
+            title="Fix the README's install steps",
+            body="Created by offload batch change `fix-readme`.",
+        )
+
+    @property
+    def folder(self) -> Path:
+        """Where the recordings of this host are."""
+        return RECORDINGS / self.kind
+
+
+_GITHUB_TOKEN = "ghp_recordedTOKEN0000000000000000000000"
+GITHUB = RecordedHost(
+    kind="github",
+    name="GitHub",
+    url="https://api.github.com",
+    token=_GITHUB_TOKEN,
+    headers={"Authorization": f"Bearer {_GITHUB_TOKEN}", "X-GitHub-Api-Version": "2022-11-28"},
+    repo="octo-org/hello-world",
+    number="42",
+    pull_url="https://github.com/octo-org/hello-world/pull/42",
+)
+_GITLAB_TOKEN = "glpat-recordedTOKEN000000"
+GITLAB = RecordedHost(
+    kind="gitlab",
+    name="GitLab",
+    url="https://gitlab.example.com",
+    token=_GITLAB_TOKEN,
+    headers={"PRIVATE-TOKEN": _GITLAB_TOKEN},
+    # A project in a subgroup: its path goes into the URL encoded as acme%2Fplatform%2Fapi.
+    repo="acme/platform/api",
+    number="7",  # the project-scoped iid, not the global id
+    pull_url="https://gitlab.example.com/acme/platform/api/-/merge_requests/7",
+)
+_GITEA_TOKEN = "recorded0gitea0token0000000000000000000"
+GITEA = RecordedHost(
+    kind="gitea",
+    name="Gitea",
+    url="https://gitea.example.com",
+    token=_GITEA_TOKEN,
+    headers={"Authorization": f"token {_GITEA_TOKEN}"},
+    repo="infra/deploy-scripts",
+    number="12",
+    pull_url="https://gitea.example.com/infra/deploy-scripts/pulls/12",
+)
+
+
+class Replay:
+    """Factory: hosts of one kind whose HTTP clients each answer from one recording.
+
+    Leaving `async with` closes the clients and fails the test on recorded exchanges a host
+    skipped.
+    """
+
+    def __init__(self, recorded: RecordedHost) -> None:
+        self.recorded = recorded
+        self.transports: list[RecordedTransport] = []
+        self._clients: list[httpx.AsyncClient] = []
+
+    def __call__(self, name: str) -> CodeHost:
+        """A host that answers from `<name>_recorded.json`."""
+        recorded = self.recorded
+        transport = RecordedTransport(recorded.folder / f"{name}_recorded.json", recorded.headers)
+        self.transports.append(transport)
+        self._clients.append(httpx.AsyncClient(transport=transport))
+        config = CodeHostConfig(recorded.kind, recorded.url, recorded.token)
+        return connect(config, self._clients[-1])
+
+    @property
+    def requests(self) -> list[httpx.Request]:
+        """Every request the hosts made, in order."""
+        return [request for transport in self.transports for request in transport.requests]
+
+    async def __aenter__(self) -> Replay:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for client in self._clients:
+            await client.aclose()
+        if exc is None:
+            for transport in self.transports:
+                transport.assert_all_used()
 
 
 def _matches(request: httpx.Request, recorded: Mapping[str, Any]) -> bool:

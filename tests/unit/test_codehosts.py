@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
-from recorded import RecordedTransport
+from recorded import GITHUB, RecordedTransport
 
 from offload.repos.codehosts.base import CodeHost
 from offload.repos.codehosts.gitea import GiteaHost
@@ -14,9 +12,7 @@ from offload.repos.codehosts.github import GitHubHost
 from offload.repos.codehosts.gitlab import GitLabHost
 from offload.repos.codehosts.registry import CODE_HOSTS, CodeHostConfig, connect
 
-RECORDING = (
-    Path(__file__).parent.parent / "fixtures" / "codehosts" / "github" / "open_recorded.json"
-)
+RECORDING = GITHUB.folder / "open_recorded.json"
 
 
 @pytest.mark.parametrize(

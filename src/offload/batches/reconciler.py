@@ -171,16 +171,21 @@ class Reconciler:
         return parse_time(rows[0]["created_at"]) if rows else None
 
 
-def build(context: WorkerContext) -> list[Routine]:
-    """One consumer of the changesets queue."""
-    mirrors = Mirrors.in_data_dir(context.settings.data_dir)
-    hosts = CodeHosts(
+def code_hosts(context: WorkerContext, mirrors: Mirrors) -> CodeHosts:
+    """The code hosts of the worker's settings (the reconciler's and the syncer's)."""
+    return CodeHosts(
         context.db,
         RepoRegistry(context.db, clock=context.clock),
         mirrors,
         connections=context.settings.code_hosts,
         clock=context.clock,
     )
+
+
+def build(context: WorkerContext) -> list[Routine]:
+    """One consumer of the changesets queue."""
+    mirrors = Mirrors.in_data_dir(context.settings.data_dir)
+    hosts = code_hosts(context, mirrors)
     reconciler = Reconciler(context.db, hosts, mirrors, clock=context.clock)
     store = SqlQueueStore(context.db, SPEC, clock=context.clock)
     return [

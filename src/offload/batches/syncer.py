@@ -6,12 +6,12 @@ import logging
 from typing import TYPE_CHECKING
 
 from offload.batches.changesets import ChangesetRow
+from offload.batches.reconciler import code_hosts
 from offload.clock import Clock, SystemClock
 from offload.db.base import Database
 from offload.repos.codehosts.base import CodeHostError
 from offload.repos.codehosts.hosts import CodeHosts
 from offload.repos.mirror import Mirrors
-from offload.repos.registry import RepoRegistry
 from offload.worker.routine import Periodic, Routine
 
 if TYPE_CHECKING:
@@ -67,14 +67,7 @@ class ChangesetSyncer:
 
 def build(context: WorkerContext) -> list[Routine]:
     """One periodic pass every OFFLOAD_BATCHES_SYNC_INTERVAL."""
-    mirrors = Mirrors.in_data_dir(context.settings.data_dir)
-    hosts = CodeHosts(
-        context.db,
-        RepoRegistry(context.db, clock=context.clock),
-        mirrors,
-        connections=context.settings.code_hosts,
-        clock=context.clock,
-    )
+    hosts = code_hosts(context, Mirrors.in_data_dir(context.settings.data_dir))
     syncer = ChangesetSyncer(context.db, hosts, clock=context.clock)
 
     async def one_pass() -> None:

@@ -19,6 +19,8 @@ from offload.protocol.wire import CliStep
 # Tool name -> the argv it stands for. To add a tool, add it here; nothing else runs.
 HOST_TOOLS: dict[str, list[str]] = {
     "batch-helper": [sys.executable, "-m", "offload.batches.helper"],
+    # A limit: git runs programs that its arguments (-c alias.x=!cmd) or a repository's
+    # config (hooks, core.fsmonitor) name, so `git` is no stronger a wall than those are.
     "git": ["git"],
 }
 
