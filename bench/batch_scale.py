@@ -40,14 +40,17 @@ What is measured, per run (``--runs``; medians of the runs are reported):
    finished, and prints the N operations); **wall time** runs from starting that process to its
    exit, and **workspaces/s** = N / wall. The run fails unless all N workspaces completed and
    N operations came back. While it runs, ``GET /api/queues`` is read every ``--progress``
-   seconds to print workspaces done / N. After it, the database's own timestamps split the
+   seconds to print workspaces done / N, and the ``GET /api/batches/specs/{id}`` that the CLI
+   repeats every 0.5 s (progress only, while not done) is timed once per progress line, for
+   information. After it, the database's own timestamps split the
    wall time: submit to resolution done, resolution, first workspace start to last workspace
    end (the execution span, with its own rate), and each workspace job's duration. For
    information, the jobs' log entries (p50 and mean of each: git commands, image check, host
    helper ``pre``, the sandboxed step, helper ``post``) show where a job's time goes, and
    CPU seconds per workspace are split by component from /proc (each process's own and its
    reaped children's: the server's ``git upload-pack``, the executors' git, helpers and
-   sandboxes). The machine's busy time beyond them is shown as "other processes": on a
+   sandboxes). The machine's busy time beyond them is shown as "unaccounted": other
+   processes on the machine (and any process of this run that none of these reaped); on a
    shared machine, read the figures with it.
 
 3. **Preview shown**: the unchanged spec again, as a fresh ``offload batch preview -f SPEC``
@@ -567,6 +570,7 @@ class Run:
         cli = self.preview_process(out, as_json=True)
         last_change, last_done, last_t = start, -1, start
         progress: list[dict[str, Any]] = []
+        spec_id: str | None = None
         try:
             while cli.poll() is None:
                 time.sleep(min(self.params.progress, 0.5))
@@ -580,8 +584,12 @@ class Run:
                 resolving = sum(counts.get("batch_resolutions", {}).get(s, 0) for s in FINISHED)
                 usage = self.resources()
                 rate = (done - max(last_done, 0)) / (now - last_t)
+                if spec_id is None and total:
+                    spec_id = asyncio.run(latest_spec(self.url))
+                # The call the CLI makes every 0.5 s while it waits (progress only: not done).
+                poll = self.time_get(client, spec_id) if spec_id and cli.poll() is None else None
                 progress.append(
-                    {"t_s": now - start, "done": done, "queued": total}
+                    {"t_s": now - start, "done": done, "queued": total, "progress_get_ms": poll}
                     | {k: v for k, v in usage.items() if "." not in k}
                 )
                 phase = "executing" if resolving else "resolving"
@@ -589,7 +597,8 @@ class Run:
                     f"  [{now - start:7.1f}s] {phase}: {done}/{n} workspaces done "
                     f"({total} queued so far; {done / (now - start):.1f} ws/s overall, "
                     f"{rate:.1f} ws/s lately); RSS server {usage['server_rss_mb'] or 0:.0f} MB, "
-                    f"worker {usage['worker_rss_mb'] or 0:.0f} MB",
+                    f"worker {usage['worker_rss_mb'] or 0:.0f} MB; the CLI's poll "
+                    f"{fmt(poll, '.0f')} ms",
                     highlight=False,
                 )
                 if done != last_done:
@@ -631,6 +640,12 @@ class Run:
             "cpu_s": cpu,
             "load_1min": {"before": load_before, "after": os.getloadavg()[0]},
         }
+
+    def time_get(self, client: httpx.Client, spec_id: str) -> float:
+        """Milliseconds of one GET /api/batches/specs/{id}."""
+        start = time.perf_counter()
+        client.get(f"/api/batches/specs/{spec_id}").raise_for_status()
+        return ms(time.perf_counter() - start)
 
     def queue_counts(self, client: httpx.Client) -> dict[str, dict[str, int]]:
         """GET /api/queues: each record queue's counts by state."""
@@ -674,6 +689,16 @@ class Run:
                 if len(response.json()["operations"]) != self.params.workspaces:
                     raise RuntimeError(f"GET /api/batches/specs/{spec_id}: not N operations")
         return times
+
+
+async def latest_spec(url: DatabaseURL) -> str | None:
+    """The id users see of the newest batch spec (the database is this run's alone)."""
+    db = await open_database(url, pool_size=1)
+    try:
+        rows = await db.fetch("SELECT rand_id FROM batch_specs ORDER BY id DESC LIMIT 1")
+    finally:
+        await db.close()
+    return str(rows[0]["rand_id"]) if rows else None
 
 
 async def timeline(url: DatabaseURL, spec_id: str) -> dict[str, Any]:
@@ -859,6 +884,9 @@ def summarize_run(
             flat[f"timeline.{key}"] = float(value)
     flat["preview_shown_s"] = float(shown["seconds"])
     flat["preview_get_s"] = statistics.median(gets)
+    polls = [p["progress_get_ms"] for p in executed["progress"] if p["progress_get_ms"]]
+    if polls:
+        flat["progress_get_p50_ms"] = statistics.median(polls)
     for key, value in end.items():
         if value is not None:
             flat[key] = value
@@ -1062,6 +1090,12 @@ def print_summary(
             fmt(meds["preview_get_s"], ".2f") + " s",
             f"GET /api/batches/specs/ID of the executed spec, {n} operations (info)",
         ),
+        (
+            "  GET while executing",
+            fmt(meds.get("progress_get_p50_ms"), ".0f") + " ms",
+            "the same GET before the spec is done (progress only), as the CLI polls it "
+            "every 0.5 s; median (info)",
+        ),
         ("server peak RSS", fmt(meds["server_peak_rss_mb"]) + " MB", "VmHWM at the end"),
         ("worker peak RSS", fmt(meds["worker_peak_rss_mb"]) + " MB", "VmHWM at the end"),
         ("database size", fmt(meds["db_size_mb"]) + " MB", f"after execution ({db})"),
@@ -1131,7 +1165,7 @@ def print_summary(
     cpu = Table(
         title=f"CPU per workspace during execution (ms, info): the machine was "
         f"{meds['cpu_utilisation']:.0%} busy over {os.cpu_count()} CPUs, "
-        f"{meds['cpu_share_others']:.0%} of that for other processes"
+        f"{meds['cpu_share_others']:.0%} of that unaccounted (other processes on the machine)"
     )
     for column in ("component", "own", "reaped children"):
         cpu.add_column(column, justify="right" if column != "component" else "left")
@@ -1142,7 +1176,7 @@ def print_summary(
             fmt(meds.get(f"cpu_per_workspace_ms.{group}.children"), ".0f"),
         )
     cpu.add_row(
-        "other processes", fmt(meds.get("cpu_per_workspace_ms.others"), ".0f"), "not this run's"
+        "unaccounted", fmt(meds.get("cpu_per_workspace_ms.others"), ".0f"), "machine - the above"
     )
     cpu.add_row("machine, all", fmt(meds.get("cpu_per_workspace_ms.machine"), ".0f"), "")
     console.print(cpu)
@@ -1248,12 +1282,17 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {machine['python']}",
         highlight=False,
     )
-    runs = []
+    runs, failures = [], []
     for n in range(params.runs):
         console.print(f"run {n + 1}/{params.runs}")
-        runs.append(one_run(params, console))
-    meds = medians(runs)
-    goals = targets(meds, params.workspaces)
+        try:
+            runs.append(one_run(params, console))
+        except RuntimeError as exc:
+            # Kept in the results: what broke at this scale is a finding too.
+            console.print(f"[red]run {n + 1} failed:[/red] {exc}", highlight=False)
+            failures.append({"run": n + 1, "error": str(exc)})
+    meds = medians(runs) if runs else {}
+    goals = targets(meds, params.workspaces) if runs else []
     document = {
         "benchmark": NAME,
         "started_at": started_at.isoformat(),
@@ -1275,13 +1314,15 @@ def main(argv: list[str] | None = None) -> int:
             "db_size_mb": "SQLite file + WAL, or pg_database_size, after execution",
         },
         "runs": runs,
+        "failures": failures,
         "medians": meds,
         "targets": goals,
     }
     path = write_results(document)
-    print_summary(console, params, meds, goals)
+    if runs:
+        print_summary(console, params, meds, goals)
     console.print(f"results: {path}")
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

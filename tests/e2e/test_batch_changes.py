@@ -282,6 +282,24 @@ def test_preview_apply_pull_requests_merge_and_the_step_cache(batches: Batches) 
     closed = httpx.get(f"{batches.fleet.base}/api/pulls", params={"repo": "repo-17"}).json()
     assert [p["state"] for p in closed] == ["closed"]
 
+    # Another batch change tracks an existing pull request (importChangesets).
+    number = next(c["externalId"] for c in status["list"] if c["repo"] == "repo-02")
+    tracker = batches.preview(
+        f"name: tracker\nimportChangesets:\n  - repository: repo-02\n    externalIDs: [{number}]\n"
+    )
+    assert [o["actions"] for o in tracker["operations"]] == [["import"]]
+    assert batches.cli("apply", "--spec", tracker["id"]).returncode == 0
+    tracked = batches.wait_status("tracker", {"open": 1})
+    assert tracked["list"][0]["externalId"] == str(number)
+
+    # Closing the batch change closes its open pull requests on the host.
+    closing = batches.cli("close", "fix-colour")
+    assert closing.returncode == 0 and "9 changeset(s)" in closing.stdout, closing.stderr
+    view = batches.wait_status("fix-colour", {"closed": 9})
+    assert view["closed"] is True
+    still_open = httpx.get(f"{batches.fleet.base}/api/pulls", params={"state": "open"}).json()
+    assert still_open == []
+
 
 def test_a_failing_workspace_keeps_its_logs_and_retry_runs_only_it(batches: Batches) -> None:
     fleet = batches.fleet
@@ -410,3 +428,48 @@ changesetTemplate:
     assert len(bobs) == 5, bobs
     alices_before = [t for t in _started(batches, alice) if t <= bobs[-1]]
     assert len(alices_before) < 20, (len(alices_before), bobs)
+
+
+def test_files_a_step_mounts_travel_with_the_spec_and_key_its_cache(batches: Batches) -> None:
+    folder = batches.tmp / "spec"
+    (folder / "scripts").mkdir(parents=True)
+    (folder / "scripts" / "fix.sh").write_text("echo fixed-by-script >> README.md\n")
+    (folder / "spec.yaml").write_text(
+        f"""\
+name: mounted
+on:
+  - repositoriesMatchingQuery: repo:^repo-0[01]$
+steps:
+  - run: sh /tmp/tools/fix.sh && cat /tmp/greeting.txt >> README.md
+    container: {IMAGE}
+    mount:
+      - path: ./scripts
+        mountpoint: /tmp/tools
+    files:
+      /tmp/greeting.txt: hello ${{{{ repository.name }}}}
+changesetTemplate:
+  title: mounted
+  branch: batch/mounted
+  commit:
+    message: mounted
+"""
+    )
+    spec_file = str(folder / "spec.yaml")
+
+    def preview() -> dict[str, Any]:
+        result = batches.cli("preview", "-f", spec_file, "--json")
+        assert result.returncode == 0, result.stderr
+        return dict(json.loads(result.stdout))
+
+    first = preview()
+    assert first["states"] == {"completed": 2}, first
+    logs = batches.logs("mounted", first["id"])
+    assert all(w["state"] == "completed" for w in logs)
+    workspaces = {w["repo"]: w for w in batches.workspaces(first["id"])}
+    assert set(workspaces) == {"repo-00", "repo-01"}
+    specs = httpx.get(f"{batches.fleet.base}/api/batches/specs/{first['id']}").json()
+    assert [o["added"] for o in specs["operations"]] == [2, 2]
+    assert preview()["states"] == {"cached": 2}
+    # The mounted file's content is part of the step's cache key.
+    (folder / "scripts" / "fix.sh").write_text("echo fixed-again >> README.md\n")
+    assert preview()["states"] == {"completed": 2}

@@ -205,7 +205,7 @@ def test_without_a_sequence_docker_steps_run_before_cli_steps() -> None:
     job = Job.model_validate(
         {
             "id": 1,
-            "cliSteps": [{"command": ["git", "status"]}],
+            "cliSteps": [{"command": ["git", "--version"]}],
             "dockerSteps": [{"commands": ["true"]}, {"key": "b", "commands": ["true"]}],
         }
     )
@@ -245,3 +245,20 @@ def test_plan_refuses_steps_that_cannot_run() -> None:
         )
     twice = [{"source": "f", "target": "/x"}, {"source": "g", "target": "/x"}]
     assert "mounts 2 sources onto /x" in refusal(dockerSteps=[{**step, "mounts": twice}])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-c", "alias.x=!touch /tmp/x", "x"],
+        ["-C", "repository", "status"],
+        ["-C", "repository", "rev-parse", "--upload-pack=evil"],
+        ["--exec-path=/tmp", "--version"],
+    ],
+)
+def test_host_git_runs_only_read_only_invocations(args: list[str]) -> None:
+    message = refusal(
+        dockerSteps=[{"key": "a", "commands": ["true"]}],
+        cliSteps=[{"key": "g", "command": ["git", *args]}],
+    )
+    assert "host steps may only run `git --version`" in message

@@ -159,9 +159,11 @@ async def _submit_and_wait(file: str, user: str, *, quiet: bool) -> dict[str, ob
     from offload.apicall import api_client, call, fail
 
     text, source = read_spec(file)
+    files = mounted_files(text, source, Path(file).parent if file != "-" else Path.cwd())
     async with api_client() as client:
         response = await client.post(
-            "/api/batches/specs", json={"spec": text, "user": user, "source": source}
+            "/api/batches/specs",
+            json={"spec": text, "user": user, "source": source, "files": files},
         )
         if response.status_code == 400 and "errors" in response.json():
             body = response.json()
@@ -208,6 +210,47 @@ async def _submit_and_wait(file: str, user: str, *, quiet: bool) -> dict[str, ob
         if view["resolution"] == "failed":
             raise fail(f"batch spec {spec_id} could not be resolved: {view['resolutionError']}")
         return dict(view)
+
+
+# What the files a spec mounts may add up to: they travel with the spec and each job.
+MOUNT_LIMIT = 16 * 1024 * 1024
+
+
+def mounted_files(text: str, source: str, base: Path) -> dict[str, str]:
+    """The files the spec's steps mount, read from beside the spec, base64 by relative path."""
+    import base64
+
+    from offload.apicall import fail
+    from offload.batches.service import MountError, mount_path
+    from offload.batches.spec import SpecErrors, parse_spec
+
+    try:
+        spec = parse_spec(text, source=source)
+    except SpecErrors:
+        return {}  # the server says what is wrong, with positions
+    out: dict[str, str] = {}
+    total = 0
+    for i, step in enumerate(spec.steps):
+        for j, mount in enumerate(step.mount):
+            where = f"{source}: steps[{i}].mount[{j}].path"
+            try:
+                relative = mount_path(mount.path, where)
+            except MountError as exc:
+                raise fail(str(exc), 2) from exc
+            path = base / relative
+            if not path.exists():
+                raise fail(f"{where}: {path} does not exist", 2)
+            found = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+            for file in found:
+                data = file.read_bytes()
+                total += len(data)
+                if total > MOUNT_LIMIT:
+                    raise fail(f"{where}: the mounted files pass {MOUNT_LIMIT >> 20} MiB", 2)
+                name = (
+                    relative if file == path else f"{relative}/{file.relative_to(path).as_posix()}"
+                )
+                out[name] = base64.b64encode(data).decode()
+    return out
 
 
 def _show_preview(view: dict[str, object]) -> None:

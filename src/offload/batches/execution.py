@@ -2,8 +2,9 @@
 
 A step's cache key covers everything that determines its result: the repository and commit,
 the workspace path and how it was fetched, the file matches, the batch change's name and
-description, every step up to it (as written in the spec), and the values of the secrets
-those steps read. Changing step N changes the keys of N and after, never those before.
+description, every step up to it (as written in the spec), the values of the secrets
+those steps read and the content of the files they mount. Changing step N changes the keys
+of N and after, never those before.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,12 +42,19 @@ def _repository(workspace: WorkspaceRow) -> dict[str, Any]:
     return {"name": workspace.repo_name, "branch": workspace.branch}
 
 
+def mounted(path: str, files: Mapping[str, Any]) -> dict[str, Any]:
+    """The uploaded files a mount of `path` covers (the file itself, or a directory's)."""
+    clean = posixpath.normpath(path)
+    return {f: v for f, v in sorted(files.items()) if f == clean or f.startswith(clean + "/")}
+
+
 def execution_input(
     spec: BatchSpec,
     workspace: WorkspaceRow,
     *,
     start_at: int = 0,
     cached_result: Mapping[str, Any] | None = None,
+    files: Mapping[str, bytes] | None = None,
 ) -> dict[str, Any]:
     """The helper's input.json for one workspace."""
     return {
@@ -59,11 +68,15 @@ def execution_input(
         "startAt": start_at,
         "cachedResult": dict(cached_result) if cached_result is not None else None,
         "secretNames": secret_names(spec.steps),
+        "mountFiles": {p: base64.b64encode(c).decode() for p, c in sorted((files or {}).items())},
     }
 
 
 def step_keys(
-    spec: BatchSpec, workspace: WorkspaceRow, secret_values: Mapping[str, str]
+    spec: BatchSpec,
+    workspace: WorkspaceRow,
+    secret_values: Mapping[str, str],
+    file_digests: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The cache key of each step of `spec` in `workspace`."""
     keys = []
@@ -84,7 +97,13 @@ def step_keys(
             name: hashlib.sha256(secret_values.get(name, "").encode()).hexdigest()
             for name in secret_names(steps)
         }
-        material = {**base, "steps": [step_json(s) for s in steps], "environment": env}
+        mounts = {m.path: mounted(m.path, file_digests or {}) for step in steps for m in step.mount}
+        material = {
+            **base,
+            "steps": [step_json(s) for s in steps],
+            "environment": env,
+            "mounts": mounts,
+        }
         digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).digest()
         keys.append(base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=") + f"-step-{i}")
     return keys

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import posixpath
 import shlex
 import shutil
 import stat
@@ -273,6 +274,7 @@ class Helper:
             else:
                 value = _render(value, data, f"steps[{self.index}].env.{var['name']}")
             lines.append(f"export {var['name']}={shlex.quote(value)}")
+        self._write_mounts()
         for n, (target, content) in enumerate(sorted(self.step.get("files", {}).items())):
             body = _render(content, data, f"steps[{self.index}].files[{target}]")
             write_file(self.workspace, f"{BATCH_DIR}/files/{self.index}/{n}", body.encode())
@@ -280,6 +282,19 @@ class Helper:
         lines.append(run)
         write_file(self.workspace, self._batch("sh"), ("\n".join(lines) + "\n").encode(), 0o755)
         print(f"step {self.index} will run in {self.step.get('container', '')}")
+
+    def _write_mounts(self) -> None:
+        """The uploaded files each mount of the step covers, where the run step mounts them."""
+        uploaded = self.input.get("mountFiles") or {}
+        for n, mount in enumerate(self.step.get("mount") or []):
+            path = posixpath.normpath(mount["path"])
+            base = f"{BATCH_DIR}/mounts/{self.index}/{n}"
+            for name, data in sorted(uploaded.items()):
+                if name == path:
+                    write_file(self.workspace, base, base64.b64decode(data), 0o755)
+                elif name.startswith(path + "/"):
+                    rest = name[len(path) + 1 :]
+                    write_file(self.workspace, f"{base}/{rest}", base64.b64decode(data), 0o755)
 
     def _condition(self, text: str, data: Mapping[str, Any]) -> bool:
         try:

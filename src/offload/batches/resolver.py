@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from offload.batches.queue import BatchQueue, WorkspaceJob
 from offload.batches.results import Results
 from offload.batches.spec import BatchSpec, OnQuery, OnRepository, WorkspaceConfig, parse_spec
-from offload.batches.store import BatchStore, NewWorkspace
+from offload.batches.store import RESOLUTIONS, BatchStore, NewWorkspace
 from offload.batches.template import is_static
 from offload.clock import Clock
 from offload.db.base import Database
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SPEC = QueueSpec(
-    name="batch_resolutions",
+    name=RESOLUTIONS,
     table="batch_resolution_jobs",
     columns=("batch_spec_id",),
     stalled_after=timedelta(seconds=60),

@@ -89,7 +89,8 @@ class Results:
             values = await Secrets(self.db).values(secret_names(spec.steps))
         except UnknownSecret as exc:
             raise JobFailed(f"steps read {exc}") from exc
-        return step_keys(spec, workspace, values)
+        digests = await self.store.file_digests(workspace.batch_spec_id)
+        return step_keys(spec, workspace, values, digests)
 
     async def apply(
         self, row: BatchSpecRow, spec: BatchSpec, workspaces: Sequence[WorkspaceRow]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from offload.batches.service import BatchNotFound, BatchService, BatchStateError
+from offload.batches.service import BatchNotFound, BatchService, BatchStateError, MountError
 from offload.batches.spec import SpecErrors
 from offload.db.values import parse_time
 
@@ -22,6 +24,8 @@ class SubmitSpec(BaseModel):
     spec: str
     user: str
     source: str = "<spec>"
+    # The files and directories the steps mount, by path relative to the spec, base64.
+    files: dict[str, str] = Field(default_factory=dict)
 
 
 class Selection(BaseModel):
@@ -54,7 +58,15 @@ def batches_router(service: BatchService) -> APIRouter:
         if not body.user.strip():
             raise HTTPException(400, "user is required")
         try:
-            row = await service.submit(body.user, body.spec, body.source)
+            files = {
+                path: base64.b64decode(data, validate=True) for path, data in body.files.items()
+            }
+        except (ValueError, binascii.Error) as exc:
+            raise HTTPException(400, f"files: not base64: {exc}") from exc
+        try:
+            row = await service.submit(body.user, body.spec, body.source, files)
+        except MountError as exc:
+            raise HTTPException(400, str(exc)) from exc
         except SpecErrors as exc:
             return JSONResponse(
                 {

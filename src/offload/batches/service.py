@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import posixpath
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from offload.batches import changesets as cs
@@ -17,6 +18,20 @@ from offload.queue.store import SqlQueueStore
 
 class BatchNotFound(LookupError):
     """No batch spec or batch change by that name or id."""
+
+
+class MountError(ValueError):
+    """A step mounts a path that is not a file or directory uploaded with the spec."""
+
+
+def mount_path(path: str, where: str = "mount.path") -> str:
+    """A mount's path as uploaded: relative to the spec's directory, normalized."""
+    clean = posixpath.normpath(path)
+    if path.startswith("/") or clean == ".." or clean.startswith("../"):
+        raise MountError(
+            f"{where}: {path} must be a path inside the batch spec's directory, like ./fix.sh"
+        )
+    return clean
 
 
 class BatchStateError(ValueError):
@@ -56,10 +71,32 @@ class BatchService:
 
     # -- specs ------------------------------------------------------------------------------
 
-    async def submit(self, user: str, raw: str, source: str = "<spec>") -> BatchSpecRow:
-        """Validate and store a spec and queue its resolution; SpecErrors if it is invalid."""
+    async def submit(
+        self,
+        user: str,
+        raw: str,
+        source: str = "<spec>",
+        files: Mapping[str, bytes] | None = None,
+    ) -> BatchSpecRow:
+        """Validate and store a spec (with the files its steps mount) and queue its resolution.
+
+        SpecErrors if the spec is invalid; MountError if a mounted path was not uploaded.
+        """
         spec = parse_spec(raw, source=source)
-        return await self.store.create_spec(user, spec.name, raw)
+        files = dict(files or {})
+        for name in files:
+            if mount_path(name, f"files[{name!r}]") != name:
+                raise MountError(f"files[{name!r}]: give uploaded paths in normal form")
+        for i, step in enumerate(spec.steps):
+            for j, mount in enumerate(step.mount):
+                where = f"steps[{i}].mount[{j}].path"
+                path = mount_path(mount.path, where)
+                if not any(f == path or f.startswith(path + "/") for f in files):
+                    raise MountError(
+                        f"{where}: {mount.path} was not uploaded with the spec; submit it with "
+                        "`offload batch preview -f SPEC`, which uploads what the steps mount"
+                    )
+        return await self.store.create_spec(user, spec.name, raw, files)
 
     async def spec_row(self, rand_id: str) -> BatchSpecRow:
         """A spec by the id users see; BatchNotFound otherwise."""

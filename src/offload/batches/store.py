@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -11,6 +12,9 @@ from typing import Any
 from offload.clock import Clock, SystemClock
 from offload.db.base import Database
 from offload.db.values import decode_json, parse_time
+
+# The record queue (and wake-up channel) of spec resolutions.
+RESOLUTIONS = "batch_resolutions"
 
 
 @dataclass(frozen=True)
@@ -163,8 +167,10 @@ class BatchStore:
 
     # -- specs ------------------------------------------------------------------------------
 
-    async def create_spec(self, user: str, name: str, raw: str) -> BatchSpecRow:
-        """Store a validated spec and queue its resolution, in one transaction."""
+    async def create_spec(
+        self, user: str, name: str, raw: str, files: Mapping[str, bytes] | None = None
+    ) -> BatchSpecRow:
+        """Store a validated spec, its mounted files, and queue its resolution: all or nothing."""
         now = self.clock.now()
         async with self.db.transaction() as tx:
             rows = await tx.fetch(
@@ -179,13 +185,38 @@ class BatchStore:
                 },
             )
             spec = BatchSpecRow.from_row(rows[0])
+            for path, content in sorted((files or {}).items()):
+                await tx.fetch(
+                    "INSERT INTO batch_spec_files (batch_spec_id, path, content, sha256) "
+                    "VALUES (:spec, :path, :content, :sha)",
+                    {
+                        "spec": spec.id,
+                        "path": path,
+                        "content": content,
+                        "sha": hashlib.sha256(content).hexdigest(),
+                    },
+                )
             await tx.fetch(
                 "INSERT INTO batch_resolution_jobs (state, queued_at, batch_spec_id) "
                 "VALUES ('queued', :now, :spec)",
                 {"now": now, "spec": spec.id},
             )
-        await self.db.notify("batches.resolver")
+        await self.db.notify(RESOLUTIONS)
         return spec
+
+    async def files(self, spec_id: int) -> dict[str, bytes]:
+        """The files a spec's steps mount, by path."""
+        rows = await self.db.fetch(
+            "SELECT path, content FROM batch_spec_files WHERE batch_spec_id = :s", {"s": spec_id}
+        )
+        return {r["path"]: bytes(r["content"]) for r in rows}
+
+    async def file_digests(self, spec_id: int) -> dict[str, str]:
+        """The sha256 of each mounted file, by path (what step cache keys cover)."""
+        rows = await self.db.fetch(
+            "SELECT path, sha256 FROM batch_spec_files WHERE batch_spec_id = :s", {"s": spec_id}
+        )
+        return {r["path"]: r["sha256"] for r in rows}
 
     async def spec(self, spec_id: int) -> BatchSpecRow | None:
         """A spec by id."""

@@ -65,7 +65,8 @@ async def to_executor_job(record: Record, db: Database) -> Job:
     except UnknownSecret as exc:
         raise TransformError(str(exc)) from exc
     env = [f"{n}={v}" for n, v in values.items()]
-    payload = execution_input(spec, workspace, start_at=start, cached_result=cached)
+    files = await store.files(row.id) if any(s.mount for s in spec.steps) else {}
+    payload = execution_input(spec, workspace, start_at=start, cached_result=cached, files=files)
     docker: list[DockerStep] = []
     cli: list[CliStep] = []
     sequence: list[str] = []
@@ -77,11 +78,8 @@ async def to_executor_job(record: Record, db: Database) -> Job:
             if not target.startswith("/"):
                 raise TransformError(f"steps[{i}].files: {target!r} must be an absolute path")
             mounts.append(StepMount(source=f"{BATCH_DIR}/files/{i}/{n}", target=target))
-        if step.mount:
-            raise TransformError(
-                f"steps[{i}].mount: mounting local files is not supported for jobs on "
-                "executors yet; put the file's content under `files` instead"
-            )
+        for n, mount in enumerate(step.mount):
+            mounts.append(StepMount(source=f"{BATCH_DIR}/mounts/{i}/{n}", target=mount.mountpoint))
         cli.append(CliStep(key=f"pre.{i}", command=["batch-helper", "pre", str(i)], env=env))
         docker.append(
             DockerStep(

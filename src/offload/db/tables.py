@@ -10,6 +10,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -213,6 +214,18 @@ batch_specs = Table(
     Column("created_at", TIME, nullable=False),
     Column("applied_at", TIME),
     Column("batch_change_id", BigInteger),
+)
+
+# Local files a spec's steps mount (`mount`), uploaded with the spec by the CLI.
+batch_spec_files = Table(
+    "batch_spec_files",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("batch_spec_id", BigInteger, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    UniqueConstraint("batch_spec_id", "path", name="batch_spec_files_spec_path_key"),
 )
 
 # Turns a batch spec into workspaces (`batches.resolver`); one row per spec.

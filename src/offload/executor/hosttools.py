@@ -8,6 +8,7 @@ the executor's own PATH, and the env may not set what decides which code a tool 
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from collections.abc import Mapping
@@ -19,10 +20,26 @@ from offload.protocol.wire import CliStep
 # Tool name -> the argv it stands for. To add a tool, add it here; nothing else runs.
 HOST_TOOLS: dict[str, list[str]] = {
     "batch-helper": [sys.executable, "-m", "offload.batches.helper"],
-    # A limit: git runs programs that its arguments (-c alias.x=!cmd) or a repository's
-    # config (hooks, core.fsmonitor) name, so `git` is no stronger a wall than those are.
+    # Read-only and argument-checked (see GIT_ARGUMENTS): git runs programs its arguments
+    # (-c alias.x=!cmd, --upload-pack=) or a repository's config (hooks, fsmonitor) name.
     "git": ["git"],
 }
+
+# The only git invocations a cli step may make: `git --version`, and `git -C DIR rev-parse`
+# of revisions and these flags (rev-parse reads refs and objects; it runs no hook, no
+# fsmonitor, no filter, no alias).
+_REV_PARSE_FLAGS = frozenset({"--show-toplevel", "--verify", "--short", "--abbrev-ref", "--"})
+_REVISION = re.compile(r"^(HEAD|[0-9a-f]{4,64}|[A-Za-z0-9_][A-Za-z0-9_./-]*)$")
+
+
+def git_arguments_allowed(args: list[str]) -> bool:
+    """Whether `git ARGS` is one of the read-only invocations cli steps may make."""
+    if args == ["--version"]:
+        return True
+    if len(args) < 3 or args[0] != "-C" or args[2] != "rev-parse" or args[1].startswith("-"):
+        return False
+    return all(a in _REV_PARSE_FLAGS or _REVISION.match(a) for a in args[3:])
+
 
 # Environment a cli step may not set: each one can make a tool run other code.
 RESERVED_ENV = frozenset(
@@ -67,6 +84,11 @@ def host_command(
                 "executor only; rename the variable"
             )
         env[var] = value
+    if name == "git" and not git_arguments_allowed(step.commands[1:]):
+        raise HostToolRefused(
+            f"cli step {key} runs git {' '.join(step.commands[1:])}; host steps may only run "
+            "`git --version` and `git -C DIR rev-parse REV...`"
+        )
     prefix = list(tools[name])
     return HostCommand([program(prefix[0]), *prefix[1:], *step.commands[1:]], env)
 

@@ -2,8 +2,9 @@
 
 `RestClient` makes one host's calls: JSON in and out, every refusal and transport failure a
 `CodeHostError` that names the host, the call and what to do, and never carries the token. A
-`RestDialect` is what differs in how each host answers. `latest_reviews` and `DraftTitle` are
-the pull request rules two of the hosts share.
+`RestDialect` is what differs in how each host answers. `edit_fields`, `latest_reviews` and
+`DraftTitle` are the pull request rules several hosts share, each host naming its own fields,
+review states and draft prefixes.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class RestDialect:
     permissions: str  # what the token needs, told on 401 and 403
     expired: str  # how a valid token stops being one: "expired", "deleted"
     root_hint: str  # which URL to give, told when an answer is not JSON
+    # Whether a refusal, given its message, is a rate limit rather than what its status says.
     rate_limited: Callable[[httpx.Response, str], bool] = too_many_requests
     # A header with the epoch second the rate limit resets at, read when there is no Retry-After.
     reset_header: str = ""
@@ -314,10 +316,8 @@ class DraftTitle:
         self, current: dict[str, Any], draft: bool, changes: PullRequestChanges
     ) -> str | None:
         """The title that applies `changes` to `current` (now a draft or not); None if as is."""
-        title = changes.title if changes.title is not None else self.bare(_title(current))
+        title = changes.title
+        if title is None:
+            title = self.bare(str(current.get("title") or ""))
         wanted = self.titled(title, changes.draft if changes.draft is not None else draft)
         return None if wanted == current.get("title") else wanted
-
-
-def _title(data: dict[str, Any]) -> str:
-    return str(data.get("title") or "")

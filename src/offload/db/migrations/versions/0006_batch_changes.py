@@ -17,6 +17,21 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
+        "batch_spec_files",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("batch_spec_id", sa.BigInteger(), nullable=False),
+        sa.Column("path", sa.Text(), nullable=False),
+        sa.Column("content", sa.LargeBinary(), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("batch_spec_id", "path", name="batch_spec_files_spec_path_key"),
+    )
+    op.create_table(
         "batch_changes",
         sa.Column(
             "id",
@@ -271,6 +286,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("batch_spec_files")
     op.drop_table("pull_requests")
     op.drop_index("changesets_state_finished_idx", table_name="changesets")
     op.drop_index(
