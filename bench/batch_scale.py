@@ -49,9 +49,10 @@ What is measured, per run (``--runs``; medians of the runs are reported):
    helper ``pre``, the sandboxed step, helper ``post``) show where a job's time goes, and
    CPU seconds per workspace are split by component from /proc (each process's own and its
    reaped children's: the server's ``git upload-pack``, the executors' git, helpers and
-   sandboxes). The machine's busy time beyond them is shown as "unaccounted": other
-   processes on the machine (and any process of this run that none of these reaped); on a
-   shared machine, read the figures with it.
+   sandboxes; with ``--postgres``, the backends serving the run's database). The machine's
+   busy time beyond them is shown as "unaccounted": other processes on the machine (and any
+   process of this run that none of these reaped); on a shared machine, read the figures
+   with it.
 
 3. **Preview shown**: the unchanged spec again, as a fresh ``offload batch preview -f SPEC``
    process (no ``--json``: it renders the N-row table, written to a file). The step cache
@@ -544,6 +545,12 @@ class Run:
                     continue
                 out[f"{group}.own"] = out.get(f"{group}.own", 0.0) + times[0]
                 out[f"{group}.children"] = out.get(f"{group}.children", 0.0) + times[1]
+        if self.url.dialect == "postgresql":
+            # PostgreSQL's backends are not our children: count those serving this database.
+            for pid in asyncio.run(backend_pids(self.url)):
+                times = cpu_seconds(pid)
+                if times is not None:
+                    out["database.own"] = out.get("database.own", 0.0) + times[0]
         # This process: the progress polling, and the `offload batch preview` it started.
         mine = os.times()
         out["bench.own"] = mine.user + mine.system
@@ -594,12 +601,12 @@ class Run:
                 )
                 phase = "executing" if resolving else "resolving"
                 console.print(
-                    f"  [{now - start:7.1f}s] {phase}: {done}/{n} workspaces done "
-                    f"({total} queued so far; {done / (now - start):.1f} ws/s overall, "
-                    f"{rate:.1f} ws/s lately); RSS server {usage['server_rss_mb'] or 0:.0f} MB, "
-                    f"worker {usage['worker_rss_mb'] or 0:.0f} MB; the CLI's poll "
-                    f"{fmt(poll, '.0f')} ms",
+                    f"  [{now - start:7.1f}s] {phase}: {done}/{n} done, {total} queued; "
+                    f"{done / (now - start):.1f} ws/s, lately {rate:.1f}; RSS server "
+                    f"{usage['server_rss_mb'] or 0:.0f} MB, worker "
+                    f"{usage['worker_rss_mb'] or 0:.0f} MB; GET spec {fmt(poll, '.0f')} ms",
                     highlight=False,
+                    soft_wrap=True,
                 )
                 if done != last_done:
                     last_change, last_done = now, done
@@ -689,6 +696,19 @@ class Run:
                 if len(response.json()["operations"]) != self.params.workspaces:
                     raise RuntimeError(f"GET /api/batches/specs/{spec_id}: not N operations")
         return times
+
+
+async def backend_pids(url: DatabaseURL) -> list[int]:
+    """The pids of the PostgreSQL backends connected to `url`'s database, but our own."""
+    db = await open_database(url, pool_size=1)
+    try:
+        rows = await db.fetch(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await db.close()
+    return [int(row["pid"]) for row in rows]
 
 
 async def latest_spec(url: DatabaseURL) -> str | None:
@@ -1169,7 +1189,9 @@ def print_summary(
     )
     for column in ("component", "own", "reaped children"):
         cpu.add_column(column, justify="right" if column != "component" else "left")
-    for group in ("server", "worker", "executors", "bench"):
+    for group in ("server", "worker", "executors", "database", "bench"):
+        if f"cpu_per_workspace_ms.{group}.own" not in meds:
+            continue
         cpu.add_row(
             group,
             fmt(meds.get(f"cpu_per_workspace_ms.{group}.own"), ".0f"),

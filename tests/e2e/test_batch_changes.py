@@ -178,6 +178,10 @@ def batches(db_url: DatabaseURL, tmp_path: Path) -> Iterator[Batches]:
             **{f"{d}/README.md": f"colour in {d}\n" for d in MONO_DIRS},
         },
     )
+    sources["opted-out"] = _bare(
+        tmp_path / "hosted" / "opted-out.git",
+        {"README.md": "our colour stays\n", ".batchignore": ""},
+    )
     sources["plain"] = _bare(tmp_path / "hosted" / "plain.git", {"README.md": "nothing here\n"})
     sources["big-mono"] = _bare(
         tmp_path / "hosted" / "big-mono.git",
@@ -202,7 +206,8 @@ def test_preview_apply_pull_requests_merge_and_the_step_cache(batches: Batches) 
     tmp = batches.tmp
     # a. preview lists exactly one create per workspace, with its diff stats.
     view = batches.preview(spec_text())
-    assert view["states"] == {"completed": 33}, view
+    assert view["states"] == {"completed": 33, "ignored": 1}, view
+    assert view["ignored"] == ["opted-out"]
     expected = {(r, "batch/fix-colour") for r in REPOS} | {
         ("mono", f"batch/fix-colour-{d.replace('/', '-')}") for d in MONO_DIRS
     }
@@ -237,13 +242,16 @@ def test_preview_apply_pull_requests_merge_and_the_step_cache(batches: Batches) 
     # c. The unchanged spec runs no step at all (repo-05's main has no "colour" any more, so
     # the search leaves it out, and its merged changeset would be detached) ...
     again = batches.preview(spec_text())
-    assert again["states"] == {"cached": 32}, again
+    assert again["states"] == {"cached": 32, "ignored": 1}, again
     assert all(o["actions"] == ["none"] for o in again["operations"] if o["repo"] != "repo-05")
     assert [o["actions"] for o in again["operations"] if o["repo"] == "repo-05"] == [["detach"]]
     # ... and a changed last step re-runs only that step in each workspace.
     changed = batches.preview(spec_text(extra=" again"))
-    assert changed["states"] == {"completed": 32}, changed
+    assert changed["states"] == {"completed": 32, "ignored": 1}, changed
     for workspace in batches.logs("fix-colour", changed["id"]):
+        if workspace["state"] == "ignored":
+            assert workspace["logs"] == []
+            continue
         keys = [e["key"] for e in workspace["logs"]]
         assert not any(k.endswith("run.0") for k in keys), keys
         assert sum(k.endswith("run.1") for k in keys) == 1, keys

@@ -315,14 +315,20 @@ async def test_a_worker_whose_jobs_keep_failing_restarts_them_and_stops_on_sigte
                 "queues.janitor",
                 "metrics.queue-size",
                 "repos.syncer",
+                "batches.resolver",
+                "batches.reconciler",
+                "batches.syncer",
             ]
             assert set(health["routines"]) == {
                 *(
                     f"{job}:{queue}"
                     for job in health["jobs"][:3]
-                    for queue in ("default", "batches")
+                    for queue in ("default", "batches", "batch_resolutions", "changesets")
                 ),
                 "repos.syncer",
+                "batches.resolver",
+                "batches.reconciler",
+                "batches.syncer",
             }
             response = await client.get("/metrics")
             assert response.headers["content-type"].startswith("text/plain")

@@ -277,6 +277,14 @@ def _show_preview(view: dict[str, object]) -> None:
         highlight=False,
         markup=False,
     )
+    ignored = view.get("ignored") or []
+    assert isinstance(ignored, list)
+    if ignored:
+        out.print(
+            f"ignored (they hold a .batchignore): {', '.join(ignored)}",
+            highlight=False,
+            markup=False,
+        )
     failed = states.get("failed", 0) + states.get("errored", 0)
     if failed:
         out.print(

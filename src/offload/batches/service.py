@@ -119,6 +119,7 @@ class BatchService:
         for w in workspaces:
             counts[w["state"]] = counts.get(w["state"], 0) + 1
         running = sum(counts.get(s, 0) for s in ("pending", "queued", "processing", "errored"))
+        ignored = sorted({w["repo_name"] for w in workspaces if w["state"] == "ignored"})
         resolved = resolution == "completed"
         return {
             "id": row.rand_id,
@@ -128,6 +129,7 @@ class BatchService:
             "resolutionError": failure,
             "workspaces": len(workspaces),
             "states": counts,
+            "ignored": ignored,
             "done": (resolved and running == 0) or resolution == "failed",
             "applied": row.applied_at is not None,
         }
