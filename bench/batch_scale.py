@@ -42,24 +42,26 @@ What is measured, per run (``--runs``; medians of the runs are reported):
    N operations came back. While it runs, ``GET /api/queues`` is read every ``--progress``
    seconds to print workspaces done / N, and the ``GET /api/batches/specs/{id}`` that the CLI
    repeats every 0.5 s (progress only, while not done) is timed once per progress line, for
-   information. After it, the database's own timestamps split the
-   wall time: submit to resolution done, resolution, first workspace start to last workspace
-   end (the execution span, with its own rate), and each workspace job's duration. For
-   information, the jobs' log entries (p50 and mean of each: git commands, image check, host
-   helper ``pre``, the sandboxed step, helper ``post``) show where a job's time goes, and
-   CPU seconds per workspace are split by component from /proc (each process's own and its
-   reaped children's: the server's ``git upload-pack``, the executors' git, helpers and
-   sandboxes; with ``--postgres``, the backends serving the run's database). The machine's
-   busy time beyond them is shown as "unaccounted": other processes on the machine (and any
-   process of this run that none of these reaped); on a shared machine, read the figures
-   with it.
+   information. After it, the database's own timestamps split the wall time: submit to
+   resolution done, resolution, first workspace start to last workspace end (the execution
+   span, with its own rate), and each workspace job's duration. For information, the jobs'
+   log entries (p50 and mean of each: git commands, image check, host helper ``pre``, the
+   sandboxed step, helper ``post``) show where a job's time goes, and CPU seconds per
+   workspace are split by component from /proc (each process's own and its reaped
+   children's: the server's ``git upload-pack``, the executors' git, helpers and sandboxes;
+   with ``--postgres``, the backends serving the run's database). The machine's busy time
+   beyond them is shown as "unaccounted": other processes on the machine (and any process of
+   this run that none of these reaped); time stolen by the hypervisor (``steal`` in
+   /proc/stat: a virtual CPU ready to run while the host ran something else) is shown apart.
+   On a shared machine, read the figures with both.
 
 3. **Preview shown**: the unchanged spec again, as a fresh ``offload batch preview -f SPEC``
    process (no ``--json``: it renders the N-row table, written to a file). The step cache
    answers every workspace, so this times what a user waits for to see the N-row preview
    of an executed spec: CLI start, submit, resolution (the monorepos' trees listed, N cache
    lookups, N changeset specs), polling (0.5 s granularity), planning, the N-row table. The
-   run fails unless it reports N cached workspaces. For information, the bare ``GET
+   run fails unless it reports N cached workspaces. Its spec's resolution (creation to
+   resolution done, from the database) is shown beside it. For information, the bare ``GET
    /api/batches/specs/{id}`` of the executed spec (progress + plan + N operations as JSON,
    ``--samples`` times, median) is timed too.
 
@@ -111,6 +113,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from offload.db.base import Database
 from offload.db.connect import open_database
 from offload.db.url import DatabaseURL
 from offload.db.values import parse_time
@@ -222,11 +225,16 @@ def cpu_seconds(pid: int) -> tuple[float, float] | None:
     return utime + stime, cutime + cstime
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds all CPUs have spent busy (not idle, not waiting for I/O) since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+def machine_seconds() -> tuple[float, float]:
+    """CPU seconds all CPUs have spent busy, and stolen by the hypervisor, since boot.
+
+    Busy is user, nice, system, irq and softirq time. Steal is time a virtual CPU wanted to
+    run and the host ran something else: on a shared host it slows everything down.
+    """
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
 
 
 async def timed_process(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -532,7 +540,8 @@ class Run:
         The server's children are the `git upload-pack` processes behind the executors'
         fetches; an executor's are its git commands, host helpers and sandboxes.
         """
-        out = {"machine": machine_busy_seconds()}
+        busy, steal = machine_seconds()
+        out = {"machine": busy, "steal": steal}
         groups = {
             "server": [self.fleet.server] if self.fleet.server else [],
             "worker": [self.worker] if self.worker else [],
@@ -638,7 +647,8 @@ class Run:
             )
         cpu = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}
         # The machine is shared: what no process of this run used went to other processes.
-        cpu["others"] = cpu["machine"] - sum(v for k, v in cpu.items() if k != "machine")
+        ours = sum(v for k, v in cpu.items() if k not in ("machine", "steal"))
+        cpu["others"] = cpu["machine"] - ours
         return {
             "wall_s": wall,
             "spec_id": view["id"],
@@ -721,38 +731,57 @@ async def latest_spec(url: DatabaseURL) -> str | None:
     return str(rows[0]["rand_id"]) if rows else None
 
 
+async def resolution_of(db: Database, rand_id: str) -> tuple[int, dict[str, float]]:
+    """A spec's row id, and its submit-to-resolution-start and resolution times in seconds."""
+    spec = (
+        await db.fetch("SELECT id, created_at FROM batch_specs WHERE rand_id = :r", {"r": rand_id})
+    )[0]
+    job = (
+        await db.fetch(
+            "SELECT started_at, finished_at FROM batch_resolution_jobs WHERE batch_spec_id = :s",
+            {"s": spec["id"]},
+        )
+    )[0]
+    created = parse_time(spec["created_at"])
+    start, end = parse_time(job["started_at"]), parse_time(job["finished_at"])
+    assert created and start and end
+    return int(spec["id"]), {
+        "submit_to_resolution_start_s": (start - created).total_seconds(),
+        "resolution_s": (end - start).total_seconds(),
+        "resolved_at": end.timestamp(),
+    }
+
+
+async def cached_resolution(url: DatabaseURL) -> dict[str, float]:
+    """The resolution times of the newest spec (the cached preview's)."""
+    db = await open_database(url, pool_size=1)
+    try:
+        rand_id = (await db.fetch("SELECT rand_id FROM batch_specs ORDER BY id DESC LIMIT 1"))[0]
+        _, times = await resolution_of(db, str(rand_id["rand_id"]))
+    finally:
+        await db.close()
+    del times["resolved_at"]
+    return times
+
+
 async def timeline(url: DatabaseURL, spec_id: str) -> dict[str, Any]:
     """The executed spec's phases from the database's own timestamps."""
     db = await open_database(url, pool_size=1)
     try:
-        spec = (
-            await db.fetch(
-                "SELECT id, created_at FROM batch_specs WHERE rand_id = :r", {"r": spec_id}
-            )
-        )[0]
-        resolution = (
-            await db.fetch(
-                "SELECT queued_at, started_at, finished_at FROM batch_resolution_jobs "
-                "WHERE batch_spec_id = :s",
-                {"s": spec["id"]},
-            )
-        )[0]
+        row_id, resolution = await resolution_of(db, spec_id)
         jobs = await db.fetch(
             "SELECT queued_at, started_at, finished_at, worker_hostname "
             "FROM batch_workspace_jobs WHERE batch_spec_id = :s",
-            {"s": spec["id"]},
+            {"s": row_id},
         )
         entries = await db.fetch(
             "SELECT l.key, l.duration_ms FROM execution_logs l "
             "JOIN batch_workspace_jobs j ON j.id = l.record_id "
             "WHERE l.queue = 'batches' AND j.batch_spec_id = :s",
-            {"s": spec["id"]},
+            {"s": row_id},
         )
     finally:
         await db.close()
-    created = parse_time(spec["created_at"])
-    r_start, r_end = parse_time(resolution["started_at"]), parse_time(resolution["finished_at"])
-    assert created and r_start and r_end
     started = [parse_time(j["started_at"]) for j in jobs]
     finished = [parse_time(j["finished_at"]) for j in jobs]
     durations = [
@@ -761,6 +790,7 @@ async def timeline(url: DatabaseURL, spec_id: str) -> dict[str, Any]:
     first = min(s for s in started if s)
     last = max(f for f in finished if f)
     span = (last - first).total_seconds()
+    resolved = datetime.fromtimestamp(resolution.pop("resolved_at"), UTC)
     by_executor: dict[str, int] = {}
     for j in jobs:
         by_executor[str(j["worker_hostname"])] = by_executor.get(str(j["worker_hostname"]), 0) + 1
@@ -773,9 +803,8 @@ async def timeline(url: DatabaseURL, spec_id: str) -> dict[str, Any]:
             key: {"p50_ms": percentile(values, 50), "mean_ms": statistics.fmean(values)}
             for key, values in keyed.items()
         },
-        "submit_to_resolution_start_s": (r_start - created).total_seconds(),
-        "resolution_s": (r_end - r_start).total_seconds(),
-        "resolution_to_first_start_s": (first - r_end).total_seconds(),
+        **resolution,
+        "resolution_to_first_start_s": (first - resolved).total_seconds(),
         "execution_span_s": span,
         "execution_span_ws_per_s": len(jobs) / span if span > 0 else None,
         "job_p50_ms": percentile(durations, 50),
@@ -852,7 +881,7 @@ def measure_run(
             f"  executed in {executed['wall_s']:.1f}s; preview of the executed spec again "
             "(step cache)"
         )
-        shown = run.preview_shown()
+        shown = run.preview_shown() | asyncio.run(cached_resolution(url))
         gets = run.get_preview(executed["spec_id"])
         run.alive()
         end = run.resources()
@@ -903,6 +932,10 @@ def summarize_run(
         if isinstance(value, (int, float)) and value is not None:
             flat[f"timeline.{key}"] = float(value)
     flat["preview_shown_s"] = float(shown["seconds"])
+    flat["preview_shown.resolution_s"] = shown["resolution_s"]
+    flat["preview_shown.submit_to_resolved_s"] = (
+        shown["submit_to_resolution_start_s"] + shown["resolution_s"]
+    )
     flat["preview_get_s"] = statistics.median(gets)
     polls = [p["progress_get_ms"] for p in executed["progress"] if p["progress_get_ms"]]
     if polls:
@@ -917,6 +950,7 @@ def summarize_run(
     for key, value in cpu.items():
         flat[f"cpu_per_workspace_ms.{key}"] = ms(value / n)
     flat["cpu_utilisation"] = cpu["machine"] / (wall * (os.cpu_count() or 1))
+    flat["cpu_steal_share"] = cpu["steal"] / (wall * (os.cpu_count() or 1))
     flat["cpu_share_others"] = cpu["others"] / cpu["machine"] if cpu["machine"] else 0.0
     flat["load_1min_before"] = executed["load_1min"]["before"]
     for key, entry in phases["entries"].items():
@@ -1106,6 +1140,12 @@ def print_summary(
             f"fresh `offload batch preview` of the executed spec: {n} cached, {n}-row table",
         ),
         (
+            "  resolved",
+            fmt(meds["preview_shown.submit_to_resolved_s"], ".2f") + " s",
+            f"its spec created to resolution done (resolution "
+            f"{meds['preview_shown.resolution_s']:.2f} s: N cache lookups, N changeset specs)",
+        ),
+        (
             "  GET preview",
             fmt(meds["preview_get_s"], ".2f") + " s",
             f"GET /api/batches/specs/ID of the executed spec, {n} operations (info)",
@@ -1183,9 +1223,9 @@ def print_summary(
     console.print(entries)
 
     cpu = Table(
-        title=f"CPU per workspace during execution (ms, info): the machine was "
-        f"{meds['cpu_utilisation']:.0%} busy over {os.cpu_count()} CPUs, "
-        f"{meds['cpu_share_others']:.0%} of that unaccounted (other processes on the machine)"
+        title=f"CPU per workspace during execution (ms, info): the {os.cpu_count()} CPUs were "
+        f"{meds['cpu_utilisation']:.0%} busy ({meds['cpu_share_others']:.0%} of it unaccounted: "
+        f"other processes) and {meds['cpu_steal_share']:.0%} stolen by the hypervisor"
     )
     for column in ("component", "own", "reaped children"):
         cpu.add_column(column, justify="right" if column != "component" else "left")
@@ -1200,7 +1240,8 @@ def print_summary(
     cpu.add_row(
         "unaccounted", fmt(meds.get("cpu_per_workspace_ms.others"), ".0f"), "machine - the above"
     )
-    cpu.add_row("machine, all", fmt(meds.get("cpu_per_workspace_ms.machine"), ".0f"), "")
+    cpu.add_row("machine, all", fmt(meds.get("cpu_per_workspace_ms.machine"), ".0f"), "busy")
+    cpu.add_row("stolen", fmt(meds.get("cpu_per_workspace_ms.steal"), ".0f"), "by the hypervisor")
     console.print(cpu)
 
     table = Table(title=f"Targets (set for N = 45,000; this is N = {n})")
