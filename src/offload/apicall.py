@@ -29,6 +29,11 @@ async def call(client: httpx.AsyncClient, method: str, path: str, **kwargs: Any)
     """One API call's JSON answer; exits with the server's reason when it refuses."""
     try:
         response = await client.request(method, path, **kwargs)
+    except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
+        raise fail(
+            f"the offload server at {client.base_url} did not answer {method} {path} in time "
+            f"({exc.__class__.__name__}); it is reachable but busy: try again, or look at its log"
+        ) from exc
     except httpx.TransportError as exc:
         raise fail(
             f"cannot reach the offload server at {client.base_url} ({exc}); start it with "

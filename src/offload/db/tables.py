@@ -185,6 +185,8 @@ batch_workspace_jobs = Table(
     Column("user_name", String(255), nullable=False),
     Column("fair_key", BigInteger, nullable=False),
     *record_queue_indexes("batch_workspace_jobs"),
+    # A spec's workspace states join their jobs by workspace (batches/service.py).
+    Index("batch_workspace_jobs_workspace_idx", "workspace_id"),
     Index(
         "batch_workspace_jobs_fair_idx",
         "fair_key",
@@ -294,6 +296,8 @@ changeset_specs = Table(
     Column("diff_deleted", Integer, nullable=False, server_default="0"),
     Column("created_at", TIME, nullable=False),
     Index("changeset_specs_spec_idx", "batch_spec_id", "id"),
+    # A workspace that runs again replaces its changeset specs by workspace.
+    Index("changeset_specs_workspace_idx", "workspace_id"),
 )
 
 # A batch change: the named, applied result of a user's batch specs.

@@ -283,9 +283,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("repo_name", "number", name="pull_requests_repo_number_key"),
     )
+    op.create_index("batch_workspace_jobs_workspace_idx", "batch_workspace_jobs", ["workspace_id"])
+    op.create_index("changeset_specs_workspace_idx", "changeset_specs", ["workspace_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("changeset_specs_workspace_idx", table_name="changeset_specs")
+    op.drop_index("batch_workspace_jobs_workspace_idx", table_name="batch_workspace_jobs")
     op.drop_table("batch_spec_files")
     op.drop_table("pull_requests")
     op.drop_index("changesets_state_finished_idx", table_name="changesets")
