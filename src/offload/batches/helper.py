@@ -1,10 +1,11 @@
-"""The executor-side half of a batch step: `python -m offload.batches.helper pre|post STEP`.
+"""The executor-side half of a batch step: the host tool `batch-helper pre|post STEP`.
 
-A workspace job runs, for each spec step i, three steps on the executor: `pre i` (this
-module, on the host) evaluates the step's `if` and renders its env, files and script;
-`run i` (the user's container, in the runtime) runs the script; `post i` (this module, on
-the host) records the diff, the changed files, stdout/stderr and the outputs, and prints the
-result as one `offload-step-result:` log line that the server reads when the job completes.
+It runs inside the executor's process (executor/hosttools.py). A workspace job runs, for
+each spec step i, three steps on the executor: `pre i` (this module, on the host) evaluates
+the step's `if` and renders its env, files and script; `run i` (the user's container, in the
+runtime) runs the script; `post i` (this module, on the host) records the diff, the changed
+files, stdout/stderr and the outputs, and writes the result as one `offload-step-result:`
+log line that the server reads when the job completes.
 
 Host-side code must not trust anything a step could have written. Steps run in the runtime
 with the workspace mounted read-write and are dead before `pre`/`post` run, so:
@@ -24,8 +25,7 @@ import shlex
 import shutil
 import stat
 import subprocess
-import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -207,10 +207,18 @@ def _render(text: str, data: Mapping[str, Any], field: str) -> str:
 class Helper:
     """The pre and post halves of step `index` in one workspace."""
 
-    def __init__(self, workspace: Path, host: Path, index: int) -> None:
+    def __init__(
+        self,
+        workspace: Path,
+        host: Path,
+        index: int,
+        env: Mapping[str, str],
+        write: Callable[[str], None],
+    ) -> None:
         self.workspace = workspace
         self.host = host
         self.index = index
+        self.write = write
         self.git = Git(workspace, host)
         trusted = host / "input.json"
         if not trusted.exists():
@@ -222,7 +230,8 @@ class Helper:
             raise HelperError(f"step {index} does not exist; the spec has {len(steps)} steps")
         self.step: dict[str, Any] = steps[index]
         names = self.input.get("secretNames", [])
-        self.secrets = {n: os.environ[n] for n in names if n in os.environ}
+        self.secrets = {n: env[n] for n in names if n in env}
+        self.env = env
 
     def _result_path(self, index: int) -> Path:
         return self.host / f"step{index}.json"
@@ -250,7 +259,7 @@ class Helper:
             cached = self.input.get("cachedResult")
             if cached is not None:
                 self.git.apply(decode_diff(cached))
-                print(f"applied the cached result of steps 0..{cached['stepIndex']}")
+                self.write(f"applied the cached result of steps 0..{cached['stepIndex']}")
         previous = self.previous()
         data = step_data(self.input, previous, self.secrets)
         condition = self.step.get("if")
@@ -262,7 +271,7 @@ class Helper:
         skip = safe_path(self.workspace, self._batch("skip"))
         if not runs:
             write_file(self.workspace, self._batch("skip"), b"")
-            print(f"step {self.index} is skipped: its if did not render to true")
+            self.write(f"step {self.index} is skipped: its if did not render to true")
             return
         if skip.exists():
             skip.unlink()
@@ -270,7 +279,7 @@ class Helper:
         for var in self.step.get("env", []):
             value = var.get("value")
             if value is None:
-                value = self.secrets.get(var["name"], os.environ.get(var["name"], ""))
+                value = self.secrets.get(var["name"], self.env.get(var["name"], ""))
             else:
                 value = _render(value, data, f"steps[{self.index}].env.{var['name']}")
             lines.append(f"export {var['name']}={shlex.quote(value)}")
@@ -281,7 +290,7 @@ class Helper:
         run = _render(self.step["run"], data, f"steps[{self.index}].run")
         lines.append(run)
         write_file(self.workspace, self._batch("sh"), ("\n".join(lines) + "\n").encode(), 0o755)
-        print(f"step {self.index} will run in {self.step.get('container', '')}")
+        self.write(f"step {self.index} will run in {self.step.get('container', '')}")
 
     def _write_mounts(self) -> None:
         """The uploaded files each mount of the step covers, where the run step mounts them."""
@@ -339,7 +348,7 @@ class Helper:
             "stdout": result.get("stdout", "")[:STREAM_CAP],
             "stderr": result.get("stderr", "")[:STREAM_CAP],
         }
-        print(RESULT_PREFIX + json.dumps(shown, separators=(",", ":")))
+        self.write(RESULT_PREFIX + json.dumps(shown, separators=(",", ":")))
         return result
 
 
@@ -392,27 +401,28 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def main(argv: list[str]) -> int:
-    """Entry point: `pre|post STEP`, in the workspace, with OFFLOAD_HOST_DIR set."""
-    if len(argv) != 2 or argv[0] not in ("pre", "post") or not argv[1].isdigit():
-        print("usage: python -m offload.batches.helper pre|post STEP", file=sys.stderr)
-        return 2
-    host = os.environ.get("OFFLOAD_HOST_DIR")
-    workspace = os.environ.get("OFFLOAD_WORKSPACE", os.getcwd())
-    if not host:
-        print("OFFLOAD_HOST_DIR is not set: run this as an executor host step", file=sys.stderr)
+USAGE = "usage: batch-helper pre|post STEP"
+
+
+def run_in_process(
+    args: list[str],
+    *,
+    workspace: Path,
+    host: Path,
+    env: Mapping[str, str],
+    write: Callable[[str], None],
+) -> int:
+    """`pre|post STEP` as the executor's in-process host tool; its exit code."""
+    if len(args) != 2 or args[0] not in ("pre", "post") or not args[1].isdigit():
+        write(USAGE)
         return 2
     try:
-        helper = Helper(Path(workspace), Path(host), int(argv[1]))
-        if argv[0] == "pre":
+        helper = Helper(workspace, host, int(args[1]), env, write)
+        if args[0] == "pre":
             helper.pre()
         else:
             helper.post()
     except HelperError as exc:
-        print(f"step {argv[1]} ({argv[0]}): {exc}", file=sys.stderr)
+        write(f"step {args[1]} ({args[0]}): {exc}")
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -12,6 +12,7 @@ import functools
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,21 +242,45 @@ class JobHandler:
         host = workspace.host_dir(root)
         async with logs.command(f"step.host.{planned.key}", planned.given) as command:
             cwd = workspace.inside(root, planned.dir)
-            env = {
-                **workspace.git_env(),
-                **planned.command.env,
-                "OFFLOAD_HOST_DIR": str(host),
-                "OFFLOAD_WORKSPACE": str(root),
-            }
-            code = await run_command(
-                ["/bin/sh", "-c", _CHDIR, "offload-host-step", str(cwd), *planned.command.argv],
-                on_output=command.write,
-                env=env,
-                grace=self.settings.kill_grace,
-            )
+            if planned.command.in_process is not None:
+                code = await self._in_process(planned.command, root, command.write)
+            else:
+                env = {
+                    **workspace.git_env(),
+                    **planned.command.env,
+                    "OFFLOAD_HOST_DIR": str(host),
+                    "OFFLOAD_WORKSPACE": str(root),
+                }
+                code = await run_command(
+                    ["/bin/sh", "-c", _CHDIR, "offload-host-step", str(cwd), *planned.command.argv],
+                    on_output=command.write,
+                    env=env,
+                    grace=self.settings.kill_grace,
+                )
             command.exit_code = code
         if code != 0:
             raise StepFailed(f"host step {planned.key} exited with code {code}")
+
+    @staticmethod
+    async def _in_process(
+        host_command: HostCommand, root: Path, on_output: Callable[[str, str], None]
+    ) -> int:
+        assert host_command.in_process is not None
+        loop = asyncio.get_running_loop()
+
+        def write(line: str) -> None:
+            loop.call_soon_threadsafe(on_output, "stdout", line)
+
+        # A thread cannot be killed: in-process tools are offload's own, bounded by what they
+        # do (git on one checkout), not by the kill grace.
+        return await asyncio.to_thread(
+            host_command.in_process,
+            host_command.argv,
+            workspace=root,
+            host=workspace.host_dir(root),
+            env=host_command.env,
+            write=write,
+        )
 
     async def _checkout(self, job: Job, root: Path, logs: CommandLog) -> None:
         repo_dir = workspace.inside(root, job.repository_directory or ".")

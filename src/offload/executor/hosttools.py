@@ -4,22 +4,58 @@ A cli step runs outside the runtime, so what it may run is decided here, not by 
 its `command` names a tool of HOST_TOOLS, and the rest of it are that tool's arguments.
 Neither the arguments nor the step's env may choose another program: the tool is found on
 the executor's own PATH, and the env may not set what decides which code a tool loads.
+
+A tool is a program (an argv prefix) or a function of the offload package that runs inside
+the executor's process (`InProcess`): a batch workspace runs two helper steps per spec step,
+and starting an interpreter for each cost more CPU than the rest of the workspace together.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 import shutil
-import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from offload.protocol.wire import CliStep
 
-# Tool name -> the argv it stands for. To add a tool, add it here; nothing else runs.
-HOST_TOOLS: dict[str, list[str]] = {
-    "batch-helper": [sys.executable, "-m", "offload.batches.helper"],
+
+class InProcessTool(Protocol):
+    """A host tool run in the executor's process, in a thread: its exit code."""
+
+    def __call__(
+        self,
+        args: list[str],
+        *,
+        workspace: Path,
+        host: Path,
+        env: Mapping[str, str],
+        write: Callable[[str], None],
+    ) -> int:
+        """Run with the tool's arguments, the job's workspace and host directory, the step's
+        env; `write` takes each line of output."""
+        ...
+
+
+@dataclass(frozen=True)
+class InProcess:
+    """A host tool that is `function` of `module`, imported when a step first needs it."""
+
+    module: str
+    function: str
+
+    def load(self) -> InProcessTool:
+        """The tool's function."""
+        tool: InProcessTool = getattr(importlib.import_module(self.module), self.function)
+        return tool
+
+
+# Tool name -> what it stands for. To add a tool, add it here; nothing else runs.
+HOST_TOOLS: dict[str, list[str] | InProcess] = {
+    "batch-helper": InProcess("offload.batches.helper", "run_in_process"),
     # Read-only and argument-checked (see GIT_ARGUMENTS): git runs programs its arguments
     # (-c alias.x=!cmd, --upload-pack=) or a repository's config (hooks, fsmonitor) name.
     "git": ["git"],
@@ -57,14 +93,16 @@ class HostToolRefused(ValueError):
 
 @dataclass(frozen=True)
 class HostCommand:
-    """A cli step as the host runs it: the argv, and the step's own environment."""
+    """A cli step as the host runs it: the argv (the arguments, for an in-process tool), the
+    step's own environment, and the function of an in-process tool."""
 
     argv: list[str]
     env: dict[str, str]
+    in_process: InProcessTool | None = None
 
 
 def host_command(
-    step: CliStep, key: str, tools: Mapping[str, list[str]] = HOST_TOOLS
+    step: CliStep, key: str, tools: Mapping[str, list[str] | InProcess] = HOST_TOOLS
 ) -> HostCommand:
     """The host command of cli step `key`; HostToolRefused for an unknown tool or reserved env."""
     name = step.commands[0] if step.commands else ""
@@ -89,8 +127,10 @@ def host_command(
             f"cli step {key} runs git {' '.join(step.commands[1:])}; host steps may only run "
             "`git --version` and `git -C DIR rev-parse REV...`"
         )
-    prefix = list(tools[name])
-    return HostCommand([program(prefix[0]), *prefix[1:], *step.commands[1:]], env)
+    tool = tools[name]
+    if isinstance(tool, InProcess):
+        return HostCommand(list(step.commands[1:]), env, tool.load())
+    return HostCommand([program(tool[0]), *tool[1:], *step.commands[1:]], env)
 
 
 def program(name: str) -> str:
