@@ -27,8 +27,6 @@ What is measured, per run (``--runs``; medians of the runs are reported):
      (``workspace.git_commands()``: init, ``fetch --depth=1 --filter=blob:none`` of the commit,
      ``sparse-checkout set --no-cone 'services/sNNNNN/*'``, checkout) straight against
      ``file://`` of the server's mirror of the first monorepo;
-   * ``helper start`` (for information): ``python -c "import offload.batches.helper"``; each
-     workspace runs the host helper twice (``pre`` and ``post``), outside the floor.
 
    The **floor** of one workspace is ``sandbox + sparse checkout``; the floor-limited
    throughput is ``executors x slots / floor``; the **ratio** is the achieved workspaces/s
@@ -48,7 +46,7 @@ What is measured, per run (``--runs``; medians of the runs are reported):
    log entries (p50 and mean of each: git commands, image check, host helper ``pre``, the
    sandboxed step, helper ``post``) show where a job's time goes, and CPU seconds per
    workspace are split by component from /proc (each process's own and its reaped
-   children's: the server's ``git upload-pack``, the executors' git, helpers and sandboxes;
+   children's: the server's ``git upload-pack``, the executors' git and sandboxes;
    with ``--postgres``, the backends serving the run's database). The machine's busy time
    beyond them is shown as "unaccounted": other processes on the machine (and any process of
    this run that none of these reaped); time stolen by the hypervisor (``steal`` in
@@ -424,9 +422,6 @@ async def floor_sample(
     if not (repo_dir / path / "README.md").is_file():
         raise RuntimeError(f"the sparse checkout floor has no {path}/README.md")
 
-    out["helper_start"] = await timed_process(
-        [sys.executable, "-c", "import offload.batches.helper"]
-    )
     shutil.rmtree(ws, ignore_errors=True)
     return out
 
@@ -925,9 +920,6 @@ def summarize_run(
     flat["floor_ms"] = floor
     flat["floor_limited_ws_per_s"] = slots / (floor / 1000)
     flat["ratio_to_floor"] = flat["workspaces_per_s"] / flat["floor_limited_ws_per_s"]
-    with_helpers = floor + 2 * flat["floor.helper_start.p50_ms"]
-    flat["floor_with_helpers_ms"] = with_helpers
-    flat["ratio_to_floor_with_helpers"] = flat["workspaces_per_s"] / (slots / (with_helpers / 1000))
     for key, value in phases.items():
         if isinstance(value, (int, float)) and value is not None:
             flat[f"timeline.{key}"] = float(value)
@@ -1182,11 +1174,6 @@ def print_summary(
         "the executor's git commands, sparse, against file://<mirror>",
     )
     floors.add_row("floor", fmt(meds["floor_ms"]), "sandbox + sparse checkout")
-    floors.add_row(
-        "helper start",
-        fmt(meds["floor.helper_start.p50_ms"]),
-        "python -c 'import offload.batches.helper' (info; 2 per workspace)",
-    )
     console.print(floors)
 
     ratio = Table(title="Achieved against the floor")
@@ -1198,13 +1185,6 @@ def print_summary(
         fmt(meds["floor_limited_ws_per_s"], ".2f"),
         f"{meds['ratio_to_floor']:.3f}",
         f"{1 / meds['ratio_to_floor']:.1f}x",
-    )
-    with_helpers = meds["ratio_to_floor_with_helpers"]
-    ratio.add_row(
-        "floor + 2 helper starts (info)",
-        fmt(slots / (meds["floor_with_helpers_ms"] / 1000), ".2f"),
-        f"{with_helpers:.3f}",
-        f"{1 / with_helpers:.1f}x",
     )
     console.print(ratio)
 

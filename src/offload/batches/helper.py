@@ -111,7 +111,13 @@ class Git:
         source = self.work_tree / ".git"
         if source.is_symlink() or not source.is_dir():
             raise HelperError("the checkout has no .git directory")
-        shutil.copytree(source, self.git_dir, ignore=shutil.ignore_patterns("objects"))
+        top = str(source)
+
+        def ignore(directory: str, names: list[str]) -> set[str]:
+            # Not the objects (reached through alternates) nor the sample hooks (never run).
+            return {"objects", "hooks"} & set(names) if directory == top else set()
+
+        shutil.copytree(source, self.git_dir, ignore=ignore)
         info = self.git_dir / "objects" / "info"
         info.mkdir(parents=True)
         # Objects are content-addressed: a step that tampers with them only breaks its own job.

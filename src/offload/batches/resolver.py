@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from offload.batches.queue import BatchQueue, WorkspaceJob
 from offload.batches.results import Results
-from offload.batches.spec import BatchSpec, OnQuery, OnRepository, WorkspaceConfig, parse_spec
+from offload.batches.spec import BatchSpec, OnQuery, OnRepository, WorkspaceConfig
 from offload.batches.store import RESOLUTIONS, BatchStore, NewWorkspace
 from offload.batches.template import is_static
 from offload.clock import Clock
@@ -90,7 +90,7 @@ class Resolver:
         row = await self.store.spec(int(record.fields["batch_spec_id"]))
         if row is None:
             raise JobFailed(f"batch spec {record.fields['batch_spec_id']} no longer exists")
-        spec = parse_spec(row.raw_spec, source=row.name)
+        spec = row.parsed()
         try:
             found = await self.workspaces(spec)
         except (ResolveError, QueryError) as exc:

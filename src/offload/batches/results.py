@@ -17,7 +17,7 @@ from typing import Any
 from offload.batches import changeset_spec, diffs
 from offload.batches.execution import secret_names, step_keys
 from offload.batches.helper import RESULT_PREFIX, decode_diff
-from offload.batches.spec import Author, BatchSpec, parse_spec
+from offload.batches.spec import Author, BatchSpec
 from offload.batches.store import BatchSpecRow, BatchStore, WorkspaceRow
 from offload.db.base import Database
 from offload.dispatch.queue import FinishError
@@ -132,7 +132,7 @@ class Results:
         self, row: BatchSpecRow, workspace: WorkspaceRow, logs: Sequence[LogEntry], ok: bool
     ) -> None:
         """Keep a finished job's step results; a completed one also gets its changeset specs."""
-        spec = parse_spec(row.raw_spec, source=row.name)
+        spec = row.parsed()
         results = step_results(logs)
         keys = await self._keys(spec, workspace)
         await self.store.cache(

@@ -194,7 +194,7 @@ class BatchService:
         if progress["resolution"] == "failed":
             raise BatchStateError(f"batch spec {rand_id} failed: {progress['resolutionError']}")
         plan = await self.plan(row)
-        spec = parse_spec(row.raw_spec, source=row.name)
+        spec = row.parsed()
         now = self.clock.now()
         async with self.db.transaction() as tx:
             found = await tx.fetch(

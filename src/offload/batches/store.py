@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from offload.batches.spec import BatchSpec, parse_spec
 from offload.clock import Clock, SystemClock
 from offload.db.base import Database
 from offload.db.values import decode_json, parse_time
@@ -45,6 +47,15 @@ class BatchSpecRow:
             applied_at=parse_time(row["applied_at"]),
             batch_change_id=row["batch_change_id"],
         )
+
+    def parsed(self) -> BatchSpec:
+        """The spec itself, parsed once per process and spec (thousands of jobs share one)."""
+        return _parse(self.id, self.raw_spec, self.name)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse(spec_id: int, raw: str, name: str) -> BatchSpec:
+    return parse_spec(raw, source=name)
 
 
 @dataclass(frozen=True)

@@ -8,31 +8,18 @@ step and exits with the script's own exit code.
 
 from __future__ import annotations
 
-import functools
 import json
 import posixpath
 
 from offload.batches.execution import execution_input, secret_names
 from offload.batches.helper import BATCH_DIR, INPUT, REPOSITORY
 from offload.batches.results import ResultError, Results
-from offload.batches.spec import BatchSpec, parse_spec
-from offload.batches.store import BatchSpecRow, BatchStore
+from offload.batches.store import BatchStore
 from offload.db.base import Database
 from offload.dispatch.queue import TransformError
 from offload.dispatch.secrets import Secrets, UnknownSecret, placeholder
 from offload.protocol.wire import CliStep, DockerStep, Job, JobFile, StepMount
 from offload.queue.record import LogEntry, Record
-
-
-@functools.lru_cache(maxsize=64)
-def _parsed(spec_id: int, raw: str, name: str) -> BatchSpec:
-    # Thousands of workspaces share one spec: parse it once per spec, not once per job.
-    return parse_spec(raw, source=name)
-
-
-def parsed(row: BatchSpecRow) -> BatchSpec:
-    """The parsed spec of a stored row (cached)."""
-    return _parsed(row.id, row.raw_spec, row.name)
 
 
 def run_commands(index: int, path: str) -> list[str]:
@@ -54,7 +41,7 @@ async def to_executor_job(record: Record, db: Database) -> Job:
     row = await store.spec(int(record.fields["batch_spec_id"]))
     if workspace is None or row is None:
         raise TransformError("its batch spec or workspace no longer exists")
-    spec = parsed(row)
+    spec = row.parsed()
     start = workspace.cached_steps
     cached = await Results(db, store).cached_result(row, spec, workspace) if start else None
     if start and cached is None:
