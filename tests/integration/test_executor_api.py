@@ -113,6 +113,35 @@ async def test_dequeue_heartbeat_logs_and_complete(db: Database, server_url: str
     await client.close()
 
 
+async def test_log_entries_added_together_land_in_order_all_or_none(
+    db: Database, server_url: str
+) -> None:
+    store = SqlQueueStore(db, job_queue())
+    client = await client_for(db, server_url)
+    job_id = await store.enqueue(job_payload())
+    (record,) = await client.dequeue("exec-1")
+    now = datetime.now(UTC)
+    entries = [
+        LogEntry(key=f"setup.{i}", command=["true"], start_time=now, exit_code=i, out=f"{i}\n")
+        for i in range(3)
+    ]
+    ids = await client.add_log_entries(record.lease, entries)
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    await client.update_log_entry(
+        record.lease,
+        ids[1],
+        LogEntry(key="setup.1", command=["true"], start_time=now, exit_code=7, out="again\n"),
+    )
+    stored = [(e.key, e.exit_code, e.out) for e in await store.logs(job_id)]
+    assert stored == [("setup.0", 0, "0\n"), ("setup.1", 7, "again\n"), ("setup.2", 2, "2\n")]
+
+    await hand_back_every_job(db, store)
+    with pytest.raises(NotOwned):
+        await client.add_log_entries(record.lease, entries)
+    assert len(await store.logs(job_id)) == 3
+    await client.close()
+
+
 async def test_job_token_is_refused_once_the_job_ended(db: Database, server_url: str) -> None:
     store = SqlQueueStore(db, job_queue())
     client = await client_for(db, server_url)

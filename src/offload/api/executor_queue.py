@@ -12,6 +12,7 @@ from offload.dispatch.dispatcher import Dispatcher, UnknownQueue
 from offload.dispatch.registry import ExecutorRegistry
 from offload.protocol import routes
 from offload.protocol.wire import (
+    AddExecutionLogEntries,
     AddExecutionLogEntry,
     DequeueRequest,
     HeartbeatRequest,
@@ -121,6 +122,16 @@ def executor_router(
         except NotOwned as exc:
             return not_owned(exc)
         return JSONResponse(entry_id)
+
+    @router.post("/queue/{queue}/addExecutionLogEntries")
+    async def add_logs(queue: str, request: Request, body: AddExecutionLogEntries) -> Response:
+        lease = await lease_of(request, queue, body)
+        entries = [entry.entry() for entry in body.entries]
+        try:
+            entry_ids = await dispatcher.stores[queue].add_log_entries(lease, entries)
+        except NotOwned as exc:
+            return not_owned(exc)
+        return JSONResponse(entry_ids)
 
     @router.post("/queue/{queue}/updateExecutionLogEntry")
     async def update_log(queue: str, request: Request, body: UpdateExecutionLogEntry) -> Response:

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
 from offload.executor.redaction import Redactor
+from offload.protocol.wire import MAX_LOG_BATCH
 from offload.queue.record import Lease, LogEntry, NotOwned
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 1.0
-T = TypeVar("T")
 
 
 class LogSink(Protocol):
@@ -26,6 +26,10 @@ class LogSink(Protocol):
 
     async def add_log_entry(self, lease: Lease, entry: LogEntry) -> int:
         """Append an entry; its id."""
+        ...
+
+    async def add_log_entries(self, lease: Lease, entries: Sequence[LogEntry]) -> list[int]:
+        """Append several entries in one call; their ids, in order."""
         ...
 
     async def update_log_entry(self, lease: Lease, entry_id: int, entry: LogEntry) -> None:
@@ -46,6 +50,7 @@ class Command:
     duration_ms: int | None = None
     changed: bool = True
     created: bool = False  # its creation went out
+    entry_id: int | None = None
     ended: bool = False
 
     def write(self, stream: str, line: str) -> None:
@@ -59,14 +64,26 @@ class Command:
         self.changed = True
 
 
+@dataclass
+class _Write:
+    """A creation or an update of one command's entry, waiting for its turn."""
+
+    command: Command
+    create: bool
+    final: bool
+    keep: bool  # its failure is kept for drain() (a flush's is not: a later write makes good)
+    done: asyncio.Future[BaseException | None]
+
+
 class CommandLog:
     """The log of one job: entries created, flushed and finished against a sink, redacted.
 
     Writes go out in the background, one after another in the order they were made, so a
     job's commands never wait on the server between them; `drain()` waits for them all (the
-    job must drain before it is reported finished). A command that ends before its creation
-    went out is created finished, in one request instead of two: most setup commands take
-    less time than a request.
+    job must drain before it is reported finished). Setup commands end faster than a
+    request takes, so writes queue up behind one in flight: the creations waiting together
+    go out in one request, and a command that ended before its creation went out is created
+    finished, without an update.
     """
 
     def __init__(
@@ -76,7 +93,8 @@ class CommandLog:
         self.lease = lease
         self.redactor = redactor
         self.interval = interval
-        self._tail: asyncio.Task[Any] | None = None
+        self._pending: collections.deque[_Write] = collections.deque()
+        self._writer: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
 
     def _entry(self, command: Command, *, final: bool = True) -> LogEntry:
@@ -92,30 +110,62 @@ class CommandLog:
             duration_ms=command.duration_ms,
         )
 
-    def _then(self, write: Callable[[], Awaitable[T]], *, keep: bool = True) -> asyncio.Task[T]:
-        """Run `write` once every write queued before it has ended; its failure is kept
-        for drain() unless `keep` is false (a flush that a later write makes good)."""
-        previous = self._tail
+    def _queue(
+        self, command: Command, *, create: bool = False, final: bool = True, keep: bool = True
+    ) -> asyncio.Future[BaseException | None]:
+        """Queue a write; the future ends with its failure (or None) once it went out."""
+        done: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Write(command, create, final, keep, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+        return done
 
-        async def in_turn() -> T:
-            if previous is not None:
-                await asyncio.wait([previous])
-            return await write()
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch = [self._pending.popleft()]
+            while (
+                batch[0].create
+                and self._pending
+                and self._pending[0].create
+                and len(batch) < MAX_LOG_BATCH
+            ):
+                batch.append(self._pending.popleft())
+            try:
+                await self._send(batch)
+            except Exception as exc:
+                failure: Exception | None = exc
+            else:
+                failure = None
+            for write in batch:
+                if failure is not None and write.keep and self._failure is None:
+                    self._failure = failure
+                write.done.set_result(failure)
 
-        task = asyncio.create_task(in_turn())
-        if keep:
-            task.add_done_callback(self._keep_failure)
-        self._tail = task
-        return task
-
-    def _keep_failure(self, task: asyncio.Task[Any]) -> None:
-        if not task.cancelled() and task.exception() is not None and self._failure is None:
-            self._failure = task.exception()
+    async def _send(self, batch: list[_Write]) -> None:
+        if not batch[0].create:
+            (write,) = batch
+            if write.command.entry_id is None:
+                raise RuntimeError(f"the log entry of {write.command.key} was never created")
+            entry = self._entry(write.command, final=write.final)
+            await self.sink.update_log_entry(self.lease, write.command.entry_id, entry)
+            return
+        commands = [write.command for write in batch]
+        entries = []
+        for command in commands:
+            command.changed = False
+            command.created = True
+            entries.append(self._entry(command, final=command.ended))
+        if len(entries) == 1:
+            ids = [await self.sink.add_log_entry(self.lease, entries[0])]
+        else:
+            ids = await self.sink.add_log_entries(self.lease, entries)
+        for command, entry_id in zip(commands, ids, strict=True):
+            command.entry_id = entry_id
 
     async def drain(self) -> None:
         """Wait until every write made so far has ended; raise the first one that failed."""
-        if self._tail is not None:
-            await asyncio.wait([self._tail])
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
         if self._failure is not None:
             raise self._failure
 
@@ -127,23 +177,8 @@ class CommandLog:
         it unset: the entry then records the failure).
         """
         command = Command(key, list(words), datetime.now(UTC), time.monotonic())
-
-        async def create() -> int:
-            command.changed = False
-            command.created = True
-            entry = self._entry(command, final=command.ended)
-            return await self.sink.add_log_entry(self.lease, entry)
-
-        created = self._then(create)
-
-        async def update(final: bool) -> None:
-            # Shielded: a flush given up on must not take the entry's creation down with it.
-            entry_id = await asyncio.shield(created)
-            await self.sink.update_log_entry(
-                self.lease, entry_id, self._entry(command, final=final)
-            )
-
-        flusher = asyncio.create_task(self._flush_while_running(command, update))
+        self._queue(command, create=True)
+        flusher = asyncio.create_task(self._flush_while_running(command))
         try:
             yield command
         except BaseException as exc:
@@ -159,20 +194,17 @@ class CommandLog:
             command.ended = True
             if command.created:
                 # The last update carries the exit code; it goes out after everything before.
-                self._then(functools.partial(update, True))
+                self._queue(command)
 
-    async def _flush_while_running(
-        self, command: Command, update: Callable[[bool], Awaitable[None]]
-    ) -> None:
+    async def _flush_while_running(self, command: Command) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            if not command.changed:
+            if not command.changed or not command.created:
                 continue
             command.changed = False
-            try:
-                await asyncio.shield(self._then(functools.partial(update, False), keep=False))
-            except NotOwned:
+            failure = await asyncio.shield(self._queue(command, final=False, keep=False))
+            if isinstance(failure, NotOwned):
                 return  # the job is lost; the final update fails too, and drain() says so
-            except Exception as exc:  # the next flush or the final update will try again
+            if failure is not None:  # the next flush or the final update will try again
                 command.changed = True
-                log.warning("could not stream the log of %s: %s", command.key, exc)
+                log.warning("could not stream the log of %s: %s", command.key, failure)

@@ -16,7 +16,7 @@ def heartbeat(queue: str | None = None) -> str:
 
 
 def job_call(queue: str, verb: str) -> str:
-    """addExecutionLogEntry, updateExecutionLogEntry, markComplete, markErrored, markFailed."""
+    """addExecutionLogEntry, addExecutionLogEntries, updateExecutionLogEntry, markComplete, ...."""
     return f"{PREFIX}/queue/{queue}/{verb}"
 
 

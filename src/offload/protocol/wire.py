@@ -9,6 +9,9 @@ from pydantic.alias_generators import to_camel
 
 from offload.queue.record import LogEntry
 
+# The most log entries one addExecutionLogEntries call may carry.
+MAX_LOG_BATCH = 100
+
 
 class Wire(BaseModel):
     """camelCase on the wire, snake_case in Python; unknown fields from newer peers ignored."""
@@ -175,6 +178,16 @@ class ExecutionLogEntry(Wire):
 
 class AddExecutionLogEntry(JobOperation, ExecutionLogEntry):
     """Append a log entry; the answer is the new entry's id."""
+
+
+class AddExecutionLogEntries(JobOperation):
+    """Append several log entries at once (an offload addition); the answer is their ids.
+
+    An executor sends the entries that queued up behind a request in flight together:
+    setup commands end faster than a request takes.
+    """
+
+    entries: list[ExecutionLogEntry] = Field(min_length=1, max_length=MAX_LOG_BATCH)
 
 
 class UpdateExecutionLogEntry(AddExecutionLogEntry):

@@ -10,7 +10,7 @@ from typing import Any
 
 from offload import metrics
 from offload.clock import Clock, SystemClock
-from offload.db.base import Database
+from offload.db.base import Database, Transaction
 from offload.db.values import parse_time
 from offload.queue.coalescer import Coalescer
 from offload.queue.record import Heartbeat, Lease, LogEntry, NotOwned, Record, Resets
@@ -157,9 +157,9 @@ class SqlQueueStore:
         return Heartbeat(known, sorted(int(r["id"]) for r in rows if r["cancel"]))
 
     async def _fenced(
-        self, name: str, lease: Lease, action: str, **params: Any
+        self, name: str, lease: Lease, action: str, *, on: Transaction | None = None, **params: Any
     ) -> list[dict[str, Any]]:
-        rows = await self.db.fetch(
+        rows = await (on or self.db).fetch(
             self._sql[name],
             {
                 "id": lease.id,
@@ -242,6 +242,16 @@ class SqlQueueStore:
         """Append a log entry to the held job; returns the entry's id."""
         rows = await self._fenced("add_log_entry", lease, "log to", **self._entry_params(entry))
         return int(rows[0]["id"])
+
+    async def add_log_entries(self, lease: Lease, entries: Sequence[LogEntry]) -> list[int]:
+        """Append several log entries to the held job, all or none; their ids, in order."""
+        ids = []
+        async with self.db.transaction() as tx:
+            for entry in entries:
+                params = self._entry_params(entry)
+                rows = await self._fenced("add_log_entry", lease, "log to", on=tx, **params)
+                ids.append(int(rows[0]["id"]))
+        return ids
 
     async def update_log_entry(self, lease: Lease, entry_id: int, entry: LogEntry) -> None:
         """Replace a log entry of the held job (output so far, exit code, duration)."""
