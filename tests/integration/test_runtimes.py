@@ -144,6 +144,15 @@ async def leftovers(marker: str, within: float = 10.0) -> list[str]:
     return found
 
 
+async def running(marker: str, count: int, within: float = 10.0) -> list[str]:
+    """The processes matching `marker` once `count` of them run (or `within` seconds pass)."""
+    deadline = time.monotonic() + within
+    # A backgrounded child execs after the script went on: it can lag the script's output.
+    while len(found := host_processes(marker)) < count and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    return found
+
+
 def marker() -> str:
     """A sleep duration no other process on the host uses, to find the step's processes."""
     return f"{secrets.randbelow(10**6) + 10**6}"
@@ -398,7 +407,7 @@ async def test_terminate_kills_a_tree_that_traps_sigterm(
     process = step_process(runtime, workspace, TRAPS_TERM.format(mark=mark), ran)
     task = asyncio.create_task(process.run())
     await wait_for_line(ran, "ready")
-    assert len(host_processes(f"sleep {mark}")) == 3
+    assert len(await running(f"sleep {mark}", 3)) == 3
 
     started = time.monotonic()
     await process.terminate(grace=1.0)

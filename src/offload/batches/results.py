@@ -28,6 +28,7 @@ from offload.queue.record import LogEntry
 log = logging.getLogger(__name__)
 
 DEFAULT_AUTHOR_EMAIL = "batch-changes@offload.local"
+Digests = dict[str, str]
 # How many cache keys one lookup statement carries.
 _CHUNK = 400
 
@@ -84,24 +85,35 @@ class Results:
         self.db = db
         self.store = store or BatchStore(db)
 
-    async def _keys(self, spec: BatchSpec, workspace: WorkspaceRow) -> list[str]:
+    async def _key_inputs(self, spec: BatchSpec, spec_id: int) -> tuple[dict[str, str], Digests]:
+        """What step keys cover besides the workspace: secret values, mounted files' digests."""
         try:
             values = await Secrets(self.db).values(secret_names(spec.steps))
         except UnknownSecret as exc:
             raise JobFailed(f"steps read {exc}") from exc
-        digests = await self.store.file_digests(workspace.batch_spec_id)
+        return values, await self.store.file_digests(spec_id)
+
+    async def _keys(self, spec: BatchSpec, workspace: WorkspaceRow) -> list[str]:
+        values, digests = await self._key_inputs(spec, workspace.batch_spec_id)
         return step_keys(spec, workspace, values, digests)
 
     async def apply(
         self, row: BatchSpecRow, spec: BatchSpec, workspaces: Sequence[WorkspaceRow]
     ) -> list[WorkspaceRow]:
-        """Answer what the cache can; the workspaces that still need to run, in order."""
-        keys = {w.id: await self._keys(spec, w) for w in workspaces}
+        """Answer what the cache can; the workspaces that still need to run, in order.
+
+        Thousands of workspaces go through here while a user waits for the preview: the
+        lookups, the cache marks and the changeset specs each go to the database in bulk.
+        """
+        values, digests = await self._key_inputs(spec, row.id)
+        keys = {w.id: step_keys(spec, w, values, digests) for w in workspaces}
         every = [k for ks in keys.values() for k in ks]
         found: dict[str, Any] = {}
         for start in range(0, len(every), _CHUNK):
             found.update(await self.store.cached(row.user_name, every[start : start + _CHUNK]))
         pending = []
+        marks: list[tuple[int, int, bool]] = []
+        specs: dict[int | None, list[dict[str, Any]]] = {}
         for workspace in workspaces:
             hits = 0
             for key in keys[workspace.id]:
@@ -109,13 +121,15 @@ class Results:
                     break
                 hits += 1
             if hits == len(spec.steps):
-                await self.store.set_cached(workspace.id, hits, True)
+                marks.append((workspace.id, hits, True))
                 last = found[keys[workspace.id][-1]]
-                await self.changeset_specs(row, spec, workspace, last)
+                specs[workspace.id] = self._changeset_specs(row, spec, workspace, last)
                 continue
             if hits:
-                await self.store.set_cached(workspace.id, hits, False)
+                marks.append((workspace.id, hits, False))
             pending.append(workspace)
+        await self.store.set_cached(marks)
+        await self.store.add_changeset_specs(row.id, specs)
         return pending
 
     async def cached_result(
@@ -146,16 +160,17 @@ class Results:
                 f"the job of workspace {workspace.repo_name}:{workspace.path or '/'} finished "
                 f"without a result for step {last}"
             )
-        await self.changeset_specs(row, spec, workspace, results[last])
+        specs = self._changeset_specs(row, spec, workspace, results[last])
+        await self.store.replace_changeset_specs(row.id, workspace.id, specs)
 
-    async def changeset_specs(
-        self,
+    @staticmethod
+    def _changeset_specs(
         row: BatchSpecRow,
         spec: BatchSpec,
         workspace: WorkspaceRow,
         result: Mapping[str, Any],
-    ) -> None:
-        """Turn a workspace's final step result into its changeset specs."""
+    ) -> list[dict[str, Any]]:
+        """The changeset spec rows of a workspace's final step result."""
         files = result.get("changedFiles") or {}
         outcome = changeset_spec.WorkspaceResult(
             repo_name=workspace.repo_name,
@@ -178,30 +193,26 @@ class Results:
             )
         except changeset_spec.ChangesetSpecError as exc:
             raise ResultError(str(exc)) from exc
-        await self.store.replace_changeset_specs(
-            row.id,
-            workspace.id,
-            [
-                {
-                    "repo_name": d.repo_name,
-                    "kind": "branch",
-                    "external_id": None,
-                    "base_ref": d.base_ref,
-                    "base_rev": d.base_rev,
-                    "head_ref": d.head_ref,
-                    "title": d.title,
-                    "body": d.body,
-                    "commit_message": d.commit_message,
-                    "author_name": d.author_name,
-                    "author_email": d.author_email,
-                    "published": d.published,
-                    "diff": stored_diff(d.diff),
-                    "diff_added": d.diff_added,
-                    "diff_deleted": d.diff_deleted,
-                }
-                for d in drafts
-            ],
-        )
+        return [
+            {
+                "repo_name": d.repo_name,
+                "kind": "branch",
+                "external_id": None,
+                "base_ref": d.base_ref,
+                "base_rev": d.base_rev,
+                "head_ref": d.head_ref,
+                "title": d.title,
+                "body": d.body,
+                "commit_message": d.commit_message,
+                "author_name": d.author_name,
+                "author_email": d.author_email,
+                "published": d.published,
+                "diff": stored_diff(d.diff),
+                "diff_added": d.diff_added,
+                "diff_deleted": d.diff_deleted,
+            }
+            for d in drafts
+        ]
 
     async def import_specs(self, row: BatchSpecRow, spec: BatchSpec) -> None:
         """Changeset specs that track existing pull requests (importChangesets)."""

@@ -167,6 +167,13 @@ _SPEC_COLUMNS = (
     "title, body, commit_message, author_name, author_email, published, diff, diff_added, "
     "diff_deleted, created_at"
 )
+# Workspaces per INSERT statement (8 parameters each; SQLite allows 32,766 per statement).
+_ROWS_PER_INSERT = 500
+_INSERT_SPEC = (
+    f"INSERT INTO changeset_specs ({_SPEC_COLUMNS}) VALUES ("
+    + ", ".join(f":{c.strip()}" for c in _SPEC_COLUMNS.split(","))
+    + ")"
+)
 
 
 class BatchStore:
@@ -255,35 +262,46 @@ class BatchStore:
         """Store the resolved workspaces of a spec (replacing any from an earlier attempt)."""
         async with self.db.transaction() as tx:
             await tx.fetch("DELETE FROM batch_workspaces WHERE batch_spec_id = :s", {"s": spec_id})
-            out = []
-            # One statement per row keeps RETURNING portable; resolution is not the hot path.
-            for w in found:
-                rows = await tx.fetch(
-                    f"INSERT INTO batch_workspaces ({_WORKSPACE_COLUMNS}) VALUES (:spec, :repo, "
-                    ":branch, :commit, :path, :matches, :only, :ignored, :skipped, 0, false) "
-                    "RETURNING *",
-                    {
-                        "spec": spec_id,
-                        "repo": w.repo_name,
-                        "branch": w.branch,
-                        "commit": w.commit,
-                        "path": w.path,
-                        "matches": list(w.file_matches),
-                        "only": w.only_fetch_workspace,
-                        "ignored": w.ignored,
-                        "skipped": w.skipped,
-                    },
+            # Many rows per statement: a spec can have tens of thousands of workspaces.
+            for start in range(0, len(found), _ROWS_PER_INSERT):
+                chunk = found[start : start + _ROWS_PER_INSERT]
+                values = []
+                params: dict[str, Any] = {"spec": spec_id}
+                for n, w in enumerate(chunk):
+                    values.append(
+                        f"(:spec, :repo{n}, :branch{n}, :commit{n}, :path{n}, :matches{n}, "
+                        f":only{n}, :ignored{n}, :skipped{n}, 0, false)"
+                    )
+                    params |= {
+                        f"repo{n}": w.repo_name,
+                        f"branch{n}": w.branch,
+                        f"commit{n}": w.commit,
+                        f"path{n}": w.path,
+                        f"matches{n}": list(w.file_matches),
+                        f"only{n}": w.only_fetch_workspace,
+                        f"ignored{n}": w.ignored,
+                        f"skipped{n}": w.skipped,
+                    }
+                await tx.fetch(
+                    f"INSERT INTO batch_workspaces ({_WORKSPACE_COLUMNS}) VALUES "
+                    + ", ".join(values),
+                    params,
                 )
-                out.append(WorkspaceRow.from_row(rows[0]))
-        return out
+            rows = await tx.fetch(
+                "SELECT * FROM batch_workspaces WHERE batch_spec_id = :s ORDER BY id",
+                {"s": spec_id},
+            )
+        return [WorkspaceRow.from_row(row) for row in rows]
 
-    async def set_cached(self, workspace_id: int, steps: int, complete: bool) -> None:
-        """Record how many leading steps the cache answers for a workspace."""
-        await self.db.fetch(
-            "UPDATE batch_workspaces SET cached_steps = :n, cached_result_found = :done "
-            "WHERE id = :id",
-            {"n": steps, "done": complete, "id": workspace_id},
-        )
+    async def set_cached(self, entries: Sequence[tuple[int, int, bool]]) -> None:
+        """Record, per (workspace id, steps, complete), how many leading steps the cache
+        answers for a workspace, and whether that is all of them."""
+        if entries:
+            await self.db.executemany(
+                "UPDATE batch_workspaces SET cached_steps = :n, cached_result_found = :done "
+                "WHERE id = :id",
+                [{"n": steps, "done": done, "id": id_} for id_, steps, done in entries],
+            )
 
     async def workspace(self, workspace_id: int) -> WorkspaceRow | None:
         """A workspace by id."""
@@ -332,7 +350,6 @@ class BatchStore:
         self, spec_id: int, workspace_id: int | None, specs: Sequence[Mapping[str, Any]]
     ) -> None:
         """A workspace's changeset specs (an execution that ran again replaces its old ones)."""
-        now = self.clock.now()
         async with self.db.transaction() as tx:
             if workspace_id is None:
                 await tx.fetch(
@@ -343,18 +360,32 @@ class BatchStore:
                 await tx.fetch(
                     "DELETE FROM changeset_specs WHERE workspace_id = :w", {"w": workspace_id}
                 )
-            names = ", ".join(f":{c.strip()}" for c in _SPEC_COLUMNS.split(","))
-            for spec in specs:
-                await tx.fetch(
-                    f"INSERT INTO changeset_specs ({_SPEC_COLUMNS}) VALUES ({names})",
-                    {
-                        **spec,
-                        "batch_spec_id": spec_id,
-                        "workspace_id": workspace_id,
-                        "published": {"published": spec.get("published")},
-                        "created_at": now,
-                    },
-                )
+            for params in self._spec_params(spec_id, {workspace_id: specs}):
+                await tx.fetch(_INSERT_SPEC, params)
+
+    async def add_changeset_specs(
+        self, spec_id: int, by_workspace: Mapping[int | None, Sequence[Mapping[str, Any]]]
+    ) -> None:
+        """The changeset specs of workspaces that have none yet, in one transaction."""
+        rows = self._spec_params(spec_id, by_workspace)
+        if rows:
+            await self.db.executemany(_INSERT_SPEC, rows)
+
+    def _spec_params(
+        self, spec_id: int, by_workspace: Mapping[int | None, Sequence[Mapping[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        now = self.clock.now()
+        return [
+            {
+                **spec,
+                "batch_spec_id": spec_id,
+                "workspace_id": workspace_id,
+                "published": {"published": spec.get("published")},
+                "created_at": now,
+            }
+            for workspace_id, specs in by_workspace.items()
+            for spec in specs
+        ]
 
     async def changeset_specs(self, spec_id: int) -> list[ChangesetSpecRow]:
         """Every changeset spec of a batch spec."""
