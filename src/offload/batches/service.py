@@ -48,6 +48,24 @@ ORDER BY w.id
 """
 
 
+# The same words as workspace_state(), counted in the database: progress is polled while
+# tens of thousands of workspaces run, and must not read them all each time.
+_STATE_COUNTS = """
+SELECT CASE WHEN w.ignored THEN 'ignored' WHEN w.skipped THEN 'skipped'
+            WHEN w.cached_result_found THEN 'cached' ELSE COALESCE(j.state, 'pending') END
+         AS state,
+       COUNT(*) AS n
+FROM batch_workspaces w
+LEFT JOIN batch_workspace_jobs j ON j.workspace_id = w.id
+WHERE w.batch_spec_id = :spec
+GROUP BY 1
+"""
+_IGNORED_REPOS = """
+SELECT DISTINCT repo_name FROM batch_workspaces
+WHERE batch_spec_id = :spec AND ignored ORDER BY repo_name
+"""
+
+
 def workspace_state(row: dict[str, Any]) -> str:
     """One word for a workspace: ignored, skipped, cached, or its job's state."""
     if row["ignored"]:
@@ -114,12 +132,10 @@ class BatchService:
         """Where a spec is: resolution, then workspace states; `done` once nothing will run."""
         row = await self.spec_row(rand_id)
         resolution, failure = await self.store.resolution(row.id)
-        workspaces = await self.workspaces(row.id)
-        counts: dict[str, int] = {}
-        for w in workspaces:
-            counts[w["state"]] = counts.get(w["state"], 0) + 1
+        rows = await self.db.fetch(_STATE_COUNTS, {"spec": row.id})
+        counts = {str(r["state"]): int(r["n"]) for r in rows}
         running = sum(counts.get(s, 0) for s in ("pending", "queued", "processing", "errored"))
-        ignored = sorted({w["repo_name"] for w in workspaces if w["state"] == "ignored"})
+        ignored = [r["repo_name"] for r in await self.db.fetch(_IGNORED_REPOS, {"spec": row.id})]
         resolved = resolution == "completed"
         return {
             "id": row.rand_id,
@@ -127,7 +143,7 @@ class BatchService:
             "user": row.user_name,
             "resolution": resolution,
             "resolutionError": failure,
-            "workspaces": len(workspaces),
+            "workspaces": sum(counts.values()),
             "states": counts,
             "ignored": ignored,
             "done": (resolved and running == 0) or resolution == "failed",
