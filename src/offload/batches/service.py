@@ -49,16 +49,19 @@ ORDER BY w.id
 
 
 # The same words as workspace_state(), counted in the database: progress is polled while
-# tens of thousands of workspaces run, and must not read them all each time.
-_STATE_COUNTS = """
-SELECT CASE WHEN w.ignored THEN 'ignored' WHEN w.skipped THEN 'skipped'
-            WHEN w.cached_result_found THEN 'cached' ELSE COALESCE(j.state, 'pending') END
-         AS state,
+# tens of thousands of workspaces run, and must not read (or join) them all each time. A
+# workspace has at most one job (retry queues the same job again), so the workspaces with
+# none of the flags are those of the jobs, and those not yet queued.
+_FLAG_COUNTS = """
+SELECT CASE WHEN ignored THEN 'ignored' WHEN skipped THEN 'skipped'
+            WHEN cached_result_found THEN 'cached' ELSE '' END AS state,
        COUNT(*) AS n
-FROM batch_workspaces w
-LEFT JOIN batch_workspace_jobs j ON j.workspace_id = w.id
-WHERE w.batch_spec_id = :spec
+FROM batch_workspaces
+WHERE batch_spec_id = :spec
 GROUP BY 1
+"""
+_JOB_COUNTS = """
+SELECT state, COUNT(*) AS n FROM batch_workspace_jobs WHERE batch_spec_id = :spec GROUP BY state
 """
 _IGNORED_REPOS = """
 SELECT DISTINCT repo_name FROM batch_workspaces
@@ -132,10 +135,14 @@ class BatchService:
         """Where a spec is: resolution, then workspace states; `done` once nothing will run."""
         row = await self.spec_row(rand_id)
         resolution, failure = await self.store.resolution(row.id)
-        rows = await self.db.fetch(_STATE_COUNTS, {"spec": row.id})
-        counts = {str(r["state"]): int(r["n"]) for r in rows}
+        spec = {"spec": row.id}
+        flags = {str(r["state"]): int(r["n"]) for r in await self.db.fetch(_FLAG_COUNTS, spec)}
+        jobs = {str(r["state"]): int(r["n"]) for r in await self.db.fetch(_JOB_COUNTS, spec)}
+        counts = {state: n for state, n in flags.items() if state} | jobs
+        if (waiting := flags.get("", 0) - sum(jobs.values())) > 0:
+            counts["pending"] = waiting
         running = sum(counts.get(s, 0) for s in ("pending", "queued", "processing", "errored"))
-        ignored = [r["repo_name"] for r in await self.db.fetch(_IGNORED_REPOS, {"spec": row.id})]
+        ignored = [r["repo_name"] for r in await self.db.fetch(_IGNORED_REPOS, spec)]
         resolved = resolution == "completed"
         return {
             "id": row.rand_id,
@@ -143,7 +150,7 @@ class BatchService:
             "user": row.user_name,
             "resolution": resolution,
             "resolutionError": failure,
-            "workspaces": sum(counts.values()),
+            "workspaces": sum(flags.values()),
             "states": counts,
             "ignored": ignored,
             "done": (resolved and running == 0) or resolution == "failed",

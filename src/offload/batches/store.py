@@ -262,6 +262,12 @@ class BatchStore:
         """Store the resolved workspaces of a spec (replacing any from an earlier attempt)."""
         async with self.db.transaction() as tx:
             await tx.fetch("DELETE FROM batch_workspaces WHERE batch_spec_id = :s", {"s": spec_id})
+            # Jobs an earlier attempt queued belong to the workspaces just deleted.
+            await tx.fetch(
+                "DELETE FROM batch_workspace_jobs WHERE batch_spec_id = :s "
+                "AND state <> 'processing'",
+                {"s": spec_id},
+            )
             # Many rows per statement: a spec can have tens of thousands of workspaces.
             for start in range(0, len(found), _ROWS_PER_INSERT):
                 chunk = found[start : start + _ROWS_PER_INSERT]

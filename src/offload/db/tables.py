@@ -187,6 +187,8 @@ batch_workspace_jobs = Table(
     *record_queue_indexes("batch_workspace_jobs"),
     # A spec's workspace states join their jobs by workspace (batches/service.py).
     Index("batch_workspace_jobs_workspace_idx", "workspace_id"),
+    # A spec's progress counts its jobs by state (batches/service.py).
+    Index("batch_workspace_jobs_spec_state_idx", "batch_spec_id", "state"),
     Index(
         "batch_workspace_jobs_fair_idx",
         "fair_key",
