@@ -74,8 +74,10 @@ def checkout_root() -> Path | None:
 class CodeHostConnection(BaseModel):
     """A code host batch changes may push to and open pull requests on (OFFLOAD_CODE_HOSTS)."""
 
-    kind: str  # github, gitlab, gitea
-    url: str  # its API or web root, e.g. https://api.github.com
+    kind: str  # github, gitlab, gitea, bitbucketserver
+    # Its API or web root, e.g. https://api.github.com. Bitbucket Server pushes need the name of
+    # the user who owns the token in it: https://offload-bot@bitbucket.example.com.
+    url: str
     # The offload secret holding its token (`offload secrets set NAME`).
     token_secret: str
     # The host name in repository sources it serves (default: the url's, api.github.com's

@@ -10,7 +10,7 @@ A recording is a JSON list of exchanges, in the order the client must make them:
 recording does not have differs from it. The response bodies are trimmed copies of what each
 host's documentation shows for that route.
 
-`GITHUB`, `GITLAB` and `GITEA` say what each host's recordings under
+`GITHUB`, `GITLAB`, `GITEA` and `BITBUCKET_SERVER` say what each host's recordings under
 `tests/fixtures/codehosts/<kind>/` were made with; `Replay` makes hosts that answer from them.
 """
 
@@ -152,6 +152,18 @@ GITEA = RecordedHost(
     repo="infra/deploy-scripts",
     number="12",
     pull_url="https://gitea.example.com/infra/deploy-scripts/pulls/12",
+)
+_BITBUCKET_SERVER_TOKEN = "recorded0bitbucket0token00000000000000000000"
+BITBUCKET_SERVER = RecordedHost(
+    kind="bitbucketserver",
+    name="Bitbucket Server",
+    url="https://bitbucket.example.com",
+    token=_BITBUCKET_SERVER_TOKEN,
+    headers={"Authorization": f"Bearer {_BITBUCKET_SERVER_TOKEN}"},
+    # A project key and a repository slug.
+    repo="PLAT/deploy-tools",
+    number="17",
+    pull_url="https://bitbucket.example.com/projects/PLAT/repos/deploy-tools/pull-requests/17",
 )
 
 

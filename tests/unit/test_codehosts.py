@@ -7,6 +7,7 @@ import pytest
 from recorded import GITHUB, RecordedTransport
 
 from offload.repos.codehosts.base import CodeHost
+from offload.repos.codehosts.bitbucketserver import BitbucketServerHost
 from offload.repos.codehosts.gitea import GiteaHost
 from offload.repos.codehosts.github import GitHubHost
 from offload.repos.codehosts.gitlab import GitLabHost
@@ -21,6 +22,7 @@ RECORDING = GITHUB.folder / "open_recorded.json"
         ("github", "https://api.github.com", GitHubHost),
         ("gitlab", "https://gitlab.com", GitLabHost),
         ("gitea", "https://gitea.example.com", GiteaHost),
+        ("bitbucketserver", "https://bitbucket.example.com", BitbucketServerHost),
     ],
 )
 async def test_connect_builds_the_host_of_each_kind(kind: str, url: str, cls: type) -> None:
@@ -28,11 +30,12 @@ async def test_connect_builds_the_host_of_each_kind(kind: str, url: str, cls: ty
         host: CodeHost = connect(CodeHostConfig(kind, url, "s3cret"), http)
         assert isinstance(host, cls)
         assert host.kind == kind
-    assert sorted(CODE_HOSTS) == ["gitea", "github", "gitlab"]
+    assert sorted(CODE_HOSTS) == ["bitbucketserver", "gitea", "github", "gitlab"]
 
 
 def test_an_unknown_kind_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="'bitbucket'; valid kinds are: gitea, github, gitlab"):
+    valid = "bitbucketserver, gitea, github, gitlab"
+    with pytest.raises(ValueError, match=f"'bitbucket'; valid kinds are: {valid}"):
         connect(CodeHostConfig("bitbucket", "https://bitbucket.org", "s3cret"))
 
 

@@ -1,4 +1,4 @@
-"""What GitHub, GitLab and Gitea do alike, each against its own recorded exchanges.
+"""What the REST code hosts do alike, each against its own recorded exchanges.
 
 What one host does its own way is tested in `test_codehosts_<kind>.py`.
 """
@@ -11,12 +11,12 @@ from dataclasses import replace
 
 import httpx
 import pytest
-from recorded import GITEA, GITHUB, GITLAB, RecordedHost, Replay
+from recorded import BITBUCKET_SERVER, GITEA, GITHUB, GITLAB, RecordedHost, Replay
 
 from offload.repos.codehosts.base import CodeHostError, PullRequestChanges, PullRequestNotFound
 from offload.repos.codehosts.registry import CodeHostConfig, connect
 
-HOSTS = [GITHUB, GITLAB, GITEA]
+HOSTS = [GITHUB, GITLAB, GITEA, BITBUCKET_SERVER]
 
 
 @pytest.fixture(params=HOSTS, ids=lambda recorded: recorded.kind)
@@ -48,7 +48,7 @@ async def test_open_as_draft(replay: Replay) -> None:
     # GitLab and Gitea mark drafts by a title prefix; offload keeps the state apart.
     assert pull.title == draft.title
     # GitHub's recording has a queued check run.
-    checks = {"github": "pending", "gitlab": None, "gitea": None}
+    checks = {"github": "pending", "gitlab": None, "gitea": None, "bitbucketserver": None}
     assert pull.checks_state == checks[recorded.kind]
 
 
@@ -56,10 +56,16 @@ async def test_open_returns_the_open_pull_request_when_one_exists(replay: Replay
     recorded = replay.recorded
     pull = await replay("open_existing").open(recorded.draft)
     # Gitea lists #13 (another branch) first; #12 is the one for this head and base.
+    # Bitbucket Server names the existing one in its refusal.
     assert pull.external_id == recorded.number
     assert pull.state == "open"
     # GitLab's recording has its head pipeline running.
-    checks = {"github": "passed", "gitlab": "pending", "gitea": "passed"}
+    checks = {
+        "github": "passed",
+        "gitlab": "pending",
+        "gitea": "passed",
+        "bitbucketserver": "passed",
+    }
     assert pull.checks_state == checks[recorded.kind]
 
 
@@ -97,6 +103,7 @@ async def test_a_missing_pull_request_is_not_found(replay: Replay) -> None:
         "github": "pull request #4242 in octo-org/hello-world",
         "gitlab": "merge request !4242 in acme/platform/api",
         "gitea": "pull request #4242 in infra/deploy-scripts",
+        "bitbucketserver": "pull request #4242 in PLAT/deploy-tools",
     }
     recorded = replay.recorded
     with pytest.raises(PullRequestNotFound, match=named[recorded.kind]):
@@ -109,6 +116,10 @@ async def test_a_refused_token_is_explained_without_showing_it(replay: Replay) -
         "github": ("Bad credentials", "repo scope"),
         "gitlab": ("401 Unauthorized", "api scope"),
         "gitea": ("user does not exist", "write:repository"),
+        "bitbucketserver": (
+            "Authentication failed. Please check your credentials",
+            "repository write permission",
+        ),
     }
     recorded = replay.recorded
     with pytest.raises(CodeHostError) as error:

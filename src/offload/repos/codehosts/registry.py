@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from offload.repos.codehosts.base import CodeHost
+from offload.repos.codehosts.bitbucketserver import BitbucketServerHost
 from offload.repos.codehosts.gitea import GiteaHost
 from offload.repos.codehosts.github import GitHubHost
 from offload.repos.codehosts.gitlab import GitLabHost
@@ -16,6 +17,7 @@ CODE_HOSTS: dict[str, Callable[[str, str, httpx.AsyncClient | None], CodeHost]] 
     "github": GitHubHost,
     "gitlab": GitLabHost,
     "gitea": GiteaHost,
+    "bitbucketserver": BitbucketServerHost,
 }
 
 
@@ -41,7 +43,8 @@ def connect(config: CodeHostConfig, http: httpx.AsyncClient | None = None) -> Co
     if not config.url:
         raise ValueError(
             f"the {config.kind} code host has no URL: give its API or web root, "
-            "e.g. https://api.github.com, https://gitlab.com or https://gitea.example.com"
+            "e.g. https://api.github.com, https://gitlab.com, https://gitea.example.com or "
+            "https://bitbucket.example.com"
         )
     if not config.token:
         raise ValueError(

@@ -1,4 +1,4 @@
-"""What the REST code hosts (GitHub, GitLab, Gitea) do alike, each host's words kept apart.
+"""What the REST code hosts (GitHub, GitLab, Gitea, Bitbucket Server) share, in their own words.
 
 `RestClient` makes one host's calls: JSON in and out, every refusal and transport failure a
 `CodeHostError` that names the host, the call and what to do, and never carries the token. A
