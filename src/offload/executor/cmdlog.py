@@ -49,6 +49,7 @@ class Command:
     exit_code: int | None = None
     duration_ms: int | None = None
     changed: bool = True
+    create_queued: bool = False
     created: bool = False  # its creation went out
     entry_id: int | None = None
     ended: bool = False
@@ -80,10 +81,10 @@ class CommandLog:
 
     Writes go out in the background, one after another in the order they were made, so a
     job's commands never wait on the server between them; `drain()` waits for them all (the
-    job must drain before it is reported finished). Setup commands end faster than a
-    request takes, so writes queue up behind one in flight: the creations waiting together
-    go out in one request, and a command that ended before its creation went out is created
-    finished, without an update.
+    job must drain before it is reported finished). An entry is created when its command
+    ends, or after one flush interval if it runs longer: most commands take less time than
+    that, and are created finished in one request instead of a creation and an update; the
+    creations that queue up behind a request in flight go out together in one request.
     """
 
     def __init__(
@@ -171,13 +172,13 @@ class CommandLog:
 
     @contextlib.asynccontextmanager
     async def command(self, key: str, words: list[str]) -> AsyncIterator[Command]:
-        """An entry for one command: created now, flushed while it runs, finished at the end.
+        """An entry for one command: created within a flush interval, flushed while it runs,
+        finished at the end.
 
         Set `exit_code` on the yielded Command before leaving the block (an exception leaves
         it unset: the entry then records the failure).
         """
         command = Command(key, list(words), datetime.now(UTC), time.monotonic())
-        self._queue(command, create=True)
         flusher = asyncio.create_task(self._flush_while_running(command))
         try:
             yield command
@@ -192,13 +193,21 @@ class CommandLog:
                 await flusher
             command.duration_ms = int((time.monotonic() - command.started) * 1000)
             command.ended = True
-            if command.created:
+            if not command.create_queued:
+                command.create_queued = True
+                self._queue(command, create=True)  # created finished, in one request
+            elif command.created:
                 # The last update carries the exit code; it goes out after everything before.
                 self._queue(command)
+            # Otherwise its creation is still waiting, and carries the end with it.
 
     async def _flush_while_running(self, command: Command) -> None:
         while True:
             await asyncio.sleep(self.interval)
+            if not command.create_queued:
+                command.create_queued = True
+                self._queue(command, create=True)
+                continue
             if not command.changed or not command.created:
                 continue
             command.changed = False

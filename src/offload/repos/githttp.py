@@ -11,6 +11,7 @@ import contextlib
 import inspect
 import logging
 import re
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -40,6 +41,8 @@ CHUNK = 64 * 1024
 GZIP = ("gzip", "x-gzip")
 # How long git may take to exit once its output has ended.
 READ_GRACE = 10.0
+# How long a protocol v2 capability advertisement is answered from memory (Capabilities).
+CAPABILITIES_TTL = 60.0
 # Values git itself sends: `version=2`, `version=1`, possibly more `key=value`s joined by `:`.
 _GIT_PROTOCOL = re.compile(r"^[A-Za-z0-9=:._-]{1,256}$")
 READ_ONLY = (
@@ -183,6 +186,35 @@ class GitProcess:
         return StreamingResponse(body(), media_type=media_type, headers=NO_CACHE)
 
 
+class Capabilities:
+    """Protocol v2 capability advertisements, kept for a while per mirror.
+
+    A v2 advertisement names no refs: it changes only with git and the mirror's config. Every
+    checkout asks for it once, and again for the blobs of a sparse checkout; answering from
+    memory saves a git process per request (the busiest part of serving many workspaces).
+    """
+
+    def __init__(self, ttl: float = CAPABILITIES_TTL) -> None:
+        self.ttl = ttl
+        self._kept: dict[tuple[Path, str | None], tuple[float, bytes]] = {}
+
+    async def get(self, mirror: Path, protocol: str | None) -> bytes | None:
+        """The advertisement of `mirror`; None when git could not make one."""
+        now = time.monotonic()
+        kept = self._kept.get((mirror, protocol))
+        if kept is not None and now - kept[0] < self.ttl:
+            return kept[1]
+        git = await GitProcess.start(mirror, protocol, advertise=True)
+        chunks = []
+        while chunk := await git.read():
+            chunks.append(chunk)
+        if await git.finish(grace=READ_GRACE) != 0 or not chunks:
+            return None  # served by a process of its own, which reports git's error
+        advertised = b"".join(chunks)
+        self._kept[(mirror, protocol)] = (now, advertised)
+        return advertised
+
+
 def git_router(
     registry: RepoRegistry, mirrors: Mirrors, *, authorize: Authorize | None = None
 ) -> APIRouter:
@@ -194,6 +226,7 @@ def git_router(
     HTTPException to refuse.
     """
     router = APIRouter()
+    capabilities = Capabilities()
 
     async def mirror_for(request: Request, repo: str) -> Path | Response:
         """The mirror to serve, or the response that refuses the request."""
@@ -227,6 +260,10 @@ def git_router(
                 "use git 1.6.6 or newer",
             )
         protocol = git_protocol(request)
+        if wants_v2(protocol):
+            advertised = await capabilities.get(mirror, protocol)
+            if advertised is not None:
+                return Response(advertised, media_type=ADVERTISEMENT, headers=NO_CACHE)
         git = await GitProcess.start(mirror, protocol, advertise=True)
         # v2 clients expect capabilities at once; v0/v1 ones expect the service announcement.
         preamble = b"" if wants_v2(protocol) else pkt_line(f"# service={service}\n") + b"0000"
