@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     repos_sync_interval: Duration = timedelta(minutes=5)
     # How often published changesets are read back from their code host.
     batches_sync_interval: Duration = timedelta(seconds=30)
+    # Batch specs previewed but never applied are deleted after this (batches.spec-expirer).
+    batches_spec_ttl: Duration = timedelta(days=7)
     # Code hosts for repositories mirrored from a URL, as JSON, e.g.
     # [{"kind": "github", "url": "https://api.github.com", "token_secret": "GH_TOKEN"}]
     code_hosts: list[CodeHostConnection] = Field(default_factory=list)

@@ -318,6 +318,7 @@ async def test_a_worker_whose_jobs_keep_failing_restarts_them_and_stops_on_sigte
                 "batches.resolver",
                 "batches.reconciler",
                 "batches.syncer",
+                "batches.spec-expirer",
             ]
             assert set(health["routines"]) == {
                 *(
@@ -329,6 +330,7 @@ async def test_a_worker_whose_jobs_keep_failing_restarts_them_and_stops_on_sigte
                 "batches.resolver",
                 "batches.reconciler",
                 "batches.syncer",
+                "batches.spec-expirer",
             }
             response = await client.get("/metrics")
             assert response.headers["content-type"].startswith("text/plain")

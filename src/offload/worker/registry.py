@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from offload.batches import reconciler, resolver
+from offload.batches import expirer, reconciler, resolver
 from offload.batches import syncer as changeset_syncer
 from offload.repos import syncer
 from offload.worker import janitor, queue_size, resetter
@@ -27,6 +27,9 @@ JOBS: dict[str, WorkerJob] = {
     ),
     "batches.syncer": WorkerJob(
         "Keeps published changesets in step with their code host.", changeset_syncer.build
+    ),
+    "batches.spec-expirer": WorkerJob(
+        "Deletes batch specs that were never applied, once they are old.", expirer.build
     ),
 }
 
