@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from batchspecs import minimal
+
 from offload.batches import resolver
 from offload.batches.expirer import SpecExpirer
 from offload.batches.queue import BatchQueue, WorkspaceJob
@@ -14,19 +16,6 @@ from offload.queue.record import LogEntry
 from offload.queue.store import SqlQueueStore
 from offload.testing import FakeClock
 
-SPEC = """\
-name: {name}
-on:
-  - repository: demo
-steps:
-  - run: "true"
-    container: busybox
-changesetTemplate:
-  title: t
-  branch: b
-  commit:
-    message: m
-"""
 TTL = timedelta(days=7)
 # What one spec leaves in each table, by spec id.
 TABLES = (
@@ -60,7 +49,7 @@ async def rows_of(db: Database, spec_id: int) -> dict[str, int]:
 async def previewed(db: Database, clock: FakeClock, name: str, *, finish: bool = True) -> int:
     """A spec as `offload batch preview` leaves it: resolved, its workspace run (or waiting)."""
     service = BatchService(db, clock)
-    row = await service.submit("alice", SPEC.format(name=name), files={"tool.sh": b"echo"})
+    row = await service.submit("alice", minimal(name), files={"tool.sh": b"echo"})
     resolutions = SqlQueueStore(db, resolver.SPEC, clock=clock)
     (resolution,) = await resolutions.dequeue("worker-1")
     (workspace,) = await service.store.add_workspaces(

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
+from batchspecs import minimal
+
 from offload.batches.queue import BatchQueue, WorkspaceJob
 from offload.batches.service import BatchService
 from offload.batches.store import NewWorkspace
 from offload.db.base import Database
-
-SPEC = """\
-name: progress
-on:
-  - repository: demo
-steps:
-  - run: "true"
-    container: busybox
-changesetTemplate:
-  title: t
-  branch: b
-  commit:
-    message: m
-"""
 
 
 def workspace(path: str, **flags: bool) -> NewWorkspace:
@@ -29,7 +17,7 @@ def workspace(path: str, **flags: bool) -> NewWorkspace:
 
 async def test_progress_counts_each_workspace_once_by_its_state(db: Database) -> None:
     service = BatchService(db)
-    row = await service.submit("alice", SPEC)
+    row = await service.submit("alice", minimal("progress"))
     found = [workspace(f"s{i}") for i in range(6)]
     found += [workspace("ignored", ignored=True), workspace("skipped", skipped=True)]
     rows = await service.store.add_workspaces(row.id, found)
