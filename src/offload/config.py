@@ -131,6 +131,8 @@ class Settings(BaseSettings):
     batches_sync_interval: Duration = timedelta(seconds=30)
     # Batch specs previewed but never applied are deleted after this (batches.spec-expirer).
     batches_spec_ttl: Duration = timedelta(days=7)
+    # Step cache entries are deleted this long after they were written (batches.spec-expirer).
+    batches_cache_ttl: Duration = timedelta(days=30)
     # Code hosts for repositories mirrored from a URL, as JSON, e.g.
     # [{"kind": "github", "url": "https://api.github.com", "token_secret": "GH_TOKEN"}]
     code_hosts: list[CodeHostConnection] = Field(default_factory=list)

@@ -10,13 +10,14 @@ from offload.batches import resolver
 from offload.batches.expirer import SpecExpirer
 from offload.batches.queue import BatchQueue, WorkspaceJob
 from offload.batches.service import BatchService
-from offload.batches.store import NewWorkspace
+from offload.batches.store import BatchStore, NewWorkspace
 from offload.db.base import Database
 from offload.queue.record import LogEntry
 from offload.queue.store import SqlQueueStore
 from offload.testing import FakeClock
 
 TTL = timedelta(days=7)
+CACHE_TTL = timedelta(days=30)
 # What one spec leaves in each table, by spec id.
 TABLES = (
     "batch_specs",
@@ -107,7 +108,7 @@ async def test_only_old_specs_nobody_applied_or_is_running_are_deleted(db: Datab
         "execution_logs": 1,
     }
 
-    expirer = SpecExpirer(db, TTL, clock=clock)
+    expirer = SpecExpirer(db, TTL, CACHE_TTL, clock=clock)
     assert await expirer.expire() == 1
     assert set((await rows_of(db, old)).values()) == {0}
     for kept in (running, applied, recent):
@@ -122,3 +123,22 @@ async def test_only_old_specs_nobody_applied_or_is_running_are_deleted(db: Datab
     assert await expirer.expire() == 1
     assert set((await rows_of(db, running)).values()) == {0}
     assert await rows_of(db, applied) == before[applied]
+
+
+async def test_step_cache_entries_go_once_they_are_old(db: Database) -> None:
+    clock = FakeClock()
+    store = BatchStore(db, clock)
+    await store.cache("alice", {"old": {"stepIndex": 0}, "rewritten": {"stepIndex": 0}})
+    clock.advance(CACHE_TTL - timedelta(days=1))
+    # Running the step again writes its entry anew, which starts its time again.
+    await store.cache("alice", {"rewritten": {"stepIndex": 0, "again": True}})
+    clock.advance(timedelta(days=2))
+    await store.cache("bob", {"new": {"stepIndex": 0}})
+
+    expirer = SpecExpirer(db, TTL, CACHE_TTL, clock=clock)
+    assert await expirer.expire_cache() == 1
+    assert await store.cached("alice", ["old", "rewritten"]) == {
+        "rewritten": {"stepIndex": 0, "again": True}
+    }
+    assert await store.cached("bob", ["new"]) == {"new": {"stepIndex": 0}}
+    assert await expirer.expire_cache() == 0

@@ -4,7 +4,8 @@ Every `offload batch preview` stores a spec with its workspaces, jobs, logs and 
 specs: tens of thousands of rows for a large batch change. A spec nobody applied within
 OFFLOAD_BATCHES_SPEC_TTL (7 days) goes, with all of that. Applied specs stay (their batch
 change's changesets point at their changeset specs), and so does a spec whose resolution or
-workspaces are still waiting or running. The step cache stays: it answers the next spec.
+workspaces are still waiting or running. Step cache entries outlive specs (they answer the
+next one) until OFFLOAD_BATCHES_CACHE_TTL (30 days) after they were written.
 """
 
 from __future__ import annotations
@@ -53,15 +54,40 @@ _DELETE = (
 )
 # Specs per pass: each is one transaction, so a pass never holds the database for long.
 BATCH = 100
+# Step cache entries per statement, for the same reason.
+CACHE_BATCH = 5000
+_EXPIRED_CACHE = (
+    "DELETE FROM batch_step_cache WHERE id IN "
+    "(SELECT id FROM batch_step_cache WHERE created_at < :cutoff LIMIT :limit) RETURNING id"
+)
 
 
 class SpecExpirer:
-    """Deletes unapplied batch specs older than `ttl`, with everything that hangs off them."""
+    """Deletes unapplied batch specs older than `ttl`, with everything that hangs off them,
+    and step cache entries written more than `cache_ttl` ago."""
 
-    def __init__(self, db: Database, ttl: timedelta, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        ttl: timedelta,
+        cache_ttl: timedelta,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
         self.db = db
         self.ttl = ttl
+        self.cache_ttl = cache_ttl
         self.clock = clock or SystemClock()
+
+    async def expire_cache(self) -> int:
+        """Delete old step cache entries; how many."""
+        cutoff = self.clock.now() - self.cache_ttl
+        deleted = 0
+        while rows := await self.db.fetch(_EXPIRED_CACHE, {"cutoff": cutoff, "limit": CACHE_BATCH}):
+            deleted += len(rows)
+        if deleted:
+            log.info("deleted %d step cache entries written before %s", deleted, cutoff)
+        return deleted
 
     async def expire(self) -> int:
         """One pass; how many specs were deleted."""
@@ -77,12 +103,16 @@ class SpecExpirer:
 
 
 def build(context: WorkerContext) -> list[Routine]:
-    """One pass every OFFLOAD_JANITOR_INTERVAL, deleting specs older than the TTL."""
-    expirer = SpecExpirer(context.db, context.settings.batches_spec_ttl, clock=context.clock)
+    """One pass every OFFLOAD_JANITOR_INTERVAL: old unapplied specs, then old cache entries."""
+    settings = context.settings
+    expirer = SpecExpirer(
+        context.db, settings.batches_spec_ttl, settings.batches_cache_ttl, clock=context.clock
+    )
 
     async def one_pass() -> None:
         while await expirer.expire() == BATCH:
             pass  # a backlog (a TTL just lowered): keep going until it is cleared
+        await expirer.expire_cache()
 
     return [
         Periodic(

@@ -271,6 +271,8 @@ batch_step_cache = Table(
     Column("value", JSONType, nullable=False),
     Column("created_at", TIME, nullable=False),
     UniqueConstraint("user_name", "key", name="batch_step_cache_user_key"),
+    # batches.spec-expirer deletes the oldest entries.
+    Index("batch_step_cache_created_idx", "created_at"),
 )
 
 # What one workspace's changes should become on the code host (or a pull request to import).

@@ -1,4 +1,4 @@
-"""batch workspace jobs counted by spec and state
+"""batch workspace jobs counted by spec and state; step cache entries by age
 
 Revision ID: 0007
 Revises: 0006
@@ -20,7 +20,10 @@ def upgrade() -> None:
         "batch_workspace_jobs",
         ["batch_spec_id", "state"],
     )
+    # batches.spec-expirer deletes the oldest step cache entries.
+    op.create_index("batch_step_cache_created_idx", "batch_step_cache", ["created_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("batch_step_cache_created_idx", table_name="batch_step_cache")
     op.drop_index("batch_workspace_jobs_spec_state_idx", table_name="batch_workspace_jobs")
