@@ -285,7 +285,7 @@ class Helper:
         for var in self.step.get("env", []):
             value = var.get("value")
             if value is None:
-                value = self.secrets.get(var["name"], self.env.get(var["name"], ""))
+                value = self.env.get(var["name"], "")
             else:
                 value = _render(value, data, f"steps[{self.index}].env.{var['name']}")
             lines.append(f"export {var['name']}={shlex.quote(value)}")

@@ -28,7 +28,6 @@ from offload.queue.record import LogEntry
 log = logging.getLogger(__name__)
 
 DEFAULT_AUTHOR_EMAIL = "batch-changes@offload.local"
-Digests = dict[str, str]
 # How many cache keys one lookup statement carries.
 _CHUNK = 400
 
@@ -85,7 +84,9 @@ class Results:
         self.db = db
         self.store = store or BatchStore(db)
 
-    async def _key_inputs(self, spec: BatchSpec, spec_id: int) -> tuple[dict[str, str], Digests]:
+    async def _key_inputs(
+        self, spec: BatchSpec, spec_id: int
+    ) -> tuple[dict[str, str], dict[str, str]]:
         """What step keys cover besides the workspace: secret values, mounted files' digests."""
         try:
             values = await Secrets(self.db).values(secret_names(spec.steps))

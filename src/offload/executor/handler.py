@@ -12,7 +12,6 @@ import functools
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,8 +241,22 @@ class JobHandler:
         host = workspace.host_dir(root)
         async with logs.command(f"step.host.{planned.key}", planned.given) as command:
             cwd = workspace.inside(root, planned.dir)
-            if planned.command.in_process is not None:
-                code = await self._in_process(planned.command, root, command.write)
+            if (tool := planned.command.in_process) is not None:
+                loop = asyncio.get_running_loop()
+
+                def write(line: str) -> None:
+                    loop.call_soon_threadsafe(command.write, "stdout", line)
+
+                # A thread cannot be killed: in-process tools are offload's own, bounded by
+                # what they do (git on one checkout), not by the kill grace.
+                code = await asyncio.to_thread(
+                    tool,
+                    planned.command.argv,
+                    workspace=root,
+                    host=host,
+                    env=planned.command.env,
+                    write=write,
+                )
             else:
                 env = {
                     **workspace.git_env(),
@@ -260,27 +273,6 @@ class JobHandler:
             command.exit_code = code
         if code != 0:
             raise StepFailed(f"host step {planned.key} exited with code {code}")
-
-    @staticmethod
-    async def _in_process(
-        host_command: HostCommand, root: Path, on_output: Callable[[str, str], None]
-    ) -> int:
-        assert host_command.in_process is not None
-        loop = asyncio.get_running_loop()
-
-        def write(line: str) -> None:
-            loop.call_soon_threadsafe(on_output, "stdout", line)
-
-        # A thread cannot be killed: in-process tools are offload's own, bounded by what they
-        # do (git on one checkout), not by the kill grace.
-        return await asyncio.to_thread(
-            host_command.in_process,
-            host_command.argv,
-            workspace=root,
-            host=workspace.host_dir(root),
-            env=host_command.env,
-            write=write,
-        )
 
     async def _checkout(self, job: Job, root: Path, logs: CommandLog) -> None:
         repo_dir = workspace.inside(root, job.repository_directory or ".")
