@@ -24,6 +24,7 @@ SPEC = QueueSpec(
     name=NAME,
     table="batch_workspace_jobs",
     order_by="fair_key, id",
+    dequeue_index="batch_workspace_jobs_fair_idx",
     columns=("batch_spec_id", "workspace_id", "user_name", "fair_key"),
     stalled_after=timedelta(seconds=25),
     max_resets=3,
@@ -32,9 +33,11 @@ SPEC = QueueSpec(
     retention=None,
 )
 
-# The lowest waiting key: where a user with nothing queued starts.
+# The lowest waiting key: where a user with nothing queued starts. The fair index answers it
+# at once; SQLite must be told (see QueueSpec.dequeue_index).
 _HEAD = (
-    "SELECT MIN(fair_key) AS head FROM batch_workspace_jobs WHERE state IN ('queued', 'errored')"
+    "SELECT MIN(fair_key) AS head FROM batch_workspace_jobs{indexed}"
+    " WHERE state IN ('queued', 'errored')"
 )
 
 # Reserves `n` consecutive keys for a user in one statement, so that concurrent submissions
@@ -65,12 +68,14 @@ class BatchQueue:
         self.store = store or SqlQueueStore(db, SPEC)
         greatest = "GREATEST" if db.dialect == "postgresql" else "MAX"
         self._reserve = _RESERVE.format(greatest=greatest)
+        sqlite = db.dialect == "sqlite"
+        self._head = _HEAD.format(indexed=f" INDEXED BY {SPEC.dequeue_index}" if sqlite else "")
 
     async def enqueue(self, user: str, jobs: Sequence[WorkspaceJob]) -> int:
         """Queue `jobs` for `user`, in order, behind the user's earlier ones; how many."""
         if not jobs:
             return 0
-        rows = await self.db.fetch(_HEAD)
+        rows = await self.db.fetch(self._head)
         head = rows[0]["head"] if rows and rows[0]["head"] is not None else 1
         reserved = await self.db.fetch(
             self._reserve, {"user": user, "start": int(head), "n": len(jobs)}

@@ -52,20 +52,19 @@ ORDER BY w.id
 # tens of thousands of workspaces run, and must not read (or join) them all each time. A
 # workspace has at most one job (retry queues the same job again), so the workspaces with
 # none of the flags are those of the jobs, and those not yet queued.
+# Grouped by the flags themselves, so the flags index answers it alone (no sort).
 _FLAG_COUNTS = """
-SELECT CASE WHEN ignored THEN 'ignored' WHEN skipped THEN 'skipped'
-            WHEN cached_result_found THEN 'cached' ELSE '' END AS state,
-       COUNT(*) AS n
+SELECT ignored, skipped, cached_result_found, COUNT(*) AS n
 FROM batch_workspaces
 WHERE batch_spec_id = :spec
-GROUP BY 1
+GROUP BY ignored, skipped, cached_result_found
 """
 _JOB_COUNTS = """
 SELECT state, COUNT(*) AS n FROM batch_workspace_jobs WHERE batch_spec_id = :spec GROUP BY state
 """
 _IGNORED_REPOS = """
 SELECT DISTINCT repo_name FROM batch_workspaces
-WHERE batch_spec_id = :spec AND ignored ORDER BY repo_name
+WHERE batch_spec_id = :spec AND ignored = :yes ORDER BY repo_name
 """
 
 
@@ -136,13 +135,19 @@ class BatchService:
         row = await self.spec_row(rand_id)
         resolution, failure = await self.store.resolution(row.id)
         spec = {"spec": row.id}
-        flags = {str(r["state"]): int(r["n"]) for r in await self.db.fetch(_FLAG_COUNTS, spec)}
+        flags: dict[str, int] = {}
+        for r in await self.db.fetch(_FLAG_COUNTS, spec):
+            # "" for the workspaces with no flag: their jobs' states count them.
+            flag = workspace_state({**r, "state": "-"}).strip("-")
+            flags[flag] = flags.get(flag, 0) + int(r["n"])
         jobs = {str(r["state"]): int(r["n"]) for r in await self.db.fetch(_JOB_COUNTS, spec)}
         counts = {state: n for state, n in flags.items() if state} | jobs
         if (waiting := flags.get("", 0) - sum(jobs.values())) > 0:
             counts["pending"] = waiting
         running = sum(counts.get(s, 0) for s in ("pending", "queued", "processing", "errored"))
-        ignored = [r["repo_name"] for r in await self.db.fetch(_IGNORED_REPOS, spec)]
+        ignored = [
+            r["repo_name"] for r in await self.db.fetch(_IGNORED_REPOS, {**spec, "yes": True})
+        ]
         resolved = resolution == "completed"
         return {
             "id": row.rand_id,

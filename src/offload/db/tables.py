@@ -259,6 +259,14 @@ batch_workspaces = Table(
     Column("cached_steps", Integer, nullable=False, server_default="0"),
     Column("cached_result_found", Boolean, nullable=False, server_default=text("false")),
     Index("batch_workspaces_spec_idx", "batch_spec_id", "id"),
+    # A spec's progress counts its workspaces by flag (batches/service.py).
+    Index(
+        "batch_workspaces_spec_flags_idx",
+        "batch_spec_id",
+        "ignored",
+        "skipped",
+        "cached_result_found",
+    ),
 )
 
 # Step results by cache key (batches/cache.py): an unchanged step is never run twice.

@@ -37,9 +37,19 @@ class QueueSpec:
     # When several queues share one table: the column that holds each record's queue name.
     # Every verb of this queue then sees only the rows whose column equals `name`.
     partition: str | None = None
+    # The partial index that serves `order_by` (default: record_queue_indexes' dequeue index).
+    # SQLite is told to use it: without statistics its planner takes the state index instead
+    # and sorts every waiting row at each dequeue (50 ms at 45,000 waiting).
+    dequeue_index: str = ""
+
+    @property
+    def dequeue_index_name(self) -> str:
+        """The index dequeue reads."""
+        return self.dequeue_index or f"{self.table}_dequeue_idx"
 
     def __post_init__(self) -> None:
-        for identifier in (self.table, *self.columns, *filter(None, [self.partition])):
+        named = filter(None, [self.partition, self.dequeue_index])
+        for identifier in (self.table, *self.columns, *named):
             if not _IDENTIFIER.match(identifier):
                 raise ValueError(
                     f"queue {self.name!r}: {identifier!r} is not a plain SQL identifier"

@@ -51,6 +51,7 @@ class Statements:
             "{columns}": columns,
             "{values}": values,
             "{scope}": scope,
+            "{dequeue_index}": spec.dequeue_index_name,
         }
         self._sql: dict[str, str] = {}
         for name, body in load(dialect).items():

@@ -13,7 +13,7 @@ UPDATE {table}
 SET state = 'processing', started_at = :now, last_heartbeat_at = :now, finished_at = NULL,
     failure_message = NULL, worker_hostname = :holder, lease_token = lower(hex(randomblob(16)))
 WHERE id IN (
-  SELECT id FROM {table}
+  SELECT id FROM {table} INDEXED BY {dequeue_index}
   WHERE state IN ('queued', 'errored') AND (process_after IS NULL OR process_after <= :now){scope}
   ORDER BY {order_by}
   LIMIT :limit
