@@ -481,3 +481,86 @@ changesetTemplate:
     # The mounted file's content is part of the step's cache key.
     (folder / "scripts" / "fix.sh").write_text("echo fixed-again >> README.md\n")
     assert preview()["states"] == {"completed": 2}
+
+
+@pytest.fixture
+def local(
+    db_url: DatabaseURL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Batches]:
+    """A server and a worker with no executor at all; the image is in this machine's store."""
+    fleet = Fleet(db_url, tmp_path / "data")
+    sources = {
+        name: _bare(tmp_path / "hosted" / f"{name}.git", {"README.md": f"the colour of {name}\n"})
+        for name in REPOS[:3]
+    }
+    sources["mono"] = _bare(
+        tmp_path / "hosted" / "mono.git",
+        {
+            **{f"{d}/go.mod": f"module {d}\n" for d in MONO_DIRS},
+            **{f"{d}/README.md": f"colour in {d}\n" for d in MONO_DIRS},
+        },
+    )
+    asyncio.run(_register(db_url, fleet.data_dir, sources))
+    _import_image(fleet, tmp_path, ["laptop"])
+    # Where this machine's executor settings keep the image (the CLI reads them for --local).
+    monkeypatch.setenv("EXECUTOR_DATA_DIR", str(fleet.data_dir / "executor-laptop"))
+    fleet.start_server()
+    setup = Batches(fleet, tmp_path)
+    setup.start_worker()
+    yield setup
+    setup.stop()
+
+
+def test_preview_local_runs_the_workspaces_on_this_machine_with_the_same_results(
+    local: Batches,
+) -> None:
+    result = local.cli("preview", "-f", "-", "--json", "--local", "--slots", "2", stdin=spec_text())
+    assert result.returncode == 0, result.stderr
+    view = json.loads(result.stdout)
+    # The same workspaces, operations and diffs the executors give (test above), with none.
+    assert view["states"] == {"completed": 6}, view
+    expected = {(r, "batch/fix-colour") for r in REPOS[:3]} | {
+        ("mono", f"batch/fix-colour-{d.replace('/', '-')}") for d in MONO_DIRS
+    }
+    ops = view["operations"]
+    assert {(o["repo"], o["branch"]) for o in ops} == expected
+    assert all(o["actions"] == ["create", "push", "publish"] for o in ops)
+    assert all((o["added"], o["deleted"]) == (1, 1) for o in ops)
+    bodies = {o["repo"]: o["title"] for o in ops}
+    assert bodies["repo-01"] == "Use color in repo-01"
+    # Its logs are on the server, as an executor's would be.
+    for workspace in local.logs("fix-colour", view["id"]):
+        keys = [e["key"] for e in workspace["logs"]]
+        assert "step.sandbox.run.0" in keys and "step.sandbox.run.1" in keys, keys
+
+    # The results went to the step cache: the unchanged spec runs nothing, even on the fleet.
+    again = local.preview(spec_text())
+    assert again["states"] == {"cached": 6}, again
+    assert all(o["actions"] == ["create", "push", "publish"] for o in again["operations"])
+
+    # A changed last step runs locally from that step on.
+    changed = local.cli(
+        "preview", "-f", "-", "--json", "--local", stdin=spec_text(extra=" locally")
+    )
+    assert changed.returncode == 0, changed.stderr
+    changed_view = json.loads(changed.stdout)
+    assert changed_view["states"] == {"completed": 6}, changed_view
+    for workspace in local.logs("fix-colour", changed_view["id"]):
+        keys = [e["key"] for e in workspace["logs"]]
+        assert "step.sandbox.run.0" not in keys and "step.sandbox.run.1" in keys, keys
+
+    # Retry belongs to the executors; a local spec says how to run it again.
+    retried = local.cli("retry", "fix-colour", "--spec", changed_view["id"])
+    assert retried.returncode == 2 and "--local" in retried.stderr, retried.stderr
+
+
+def test_preview_local_with_a_runtime_that_cannot_run_says_so_and_submits_nothing(
+    local: Batches, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXECUTOR_BACKEND", "nope")
+    result = local.cli("preview", "-f", "-", "--local", stdin=spec_text())
+    assert result.returncode == 2, result.stderr
+    assert "EXECUTOR_BACKEND" in result.stderr and "sandbox" in result.stderr, result.stderr
+    queues = httpx.get(f"{local.fleet.base}/api/queues").json()
+    counts = {q["queue"]: q["counts"] for q in queues}
+    assert sum(counts["batch_resolutions"].values()) == 0

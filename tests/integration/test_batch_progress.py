@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from batchspecs import minimal
+from batchspecs import minimal, workspace
 
 from offload.batches.queue import BatchQueue, WorkspaceJob
 from offload.batches.service import BatchService
-from offload.batches.store import NewWorkspace
 from offload.db.base import Database
-
-
-def workspace(path: str, **flags: bool) -> NewWorkspace:
-    """A workspace of the monorepo `demo` at `path`."""
-    return NewWorkspace(repo_name="demo", branch="main", commit="a" * 40, path=path, **flags)
 
 
 async def test_progress_counts_each_workspace_once_by_its_state(db: Database) -> None:

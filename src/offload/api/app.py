@@ -60,7 +60,7 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
         return commit
 
     app.include_router(jobs_router(JobService(db, resolve, settings.job_queues)))
-    app.include_router(batches_router(BatchService(db)))
+    app.include_router(batches_router(BatchService(db), dispatcher))
     app.include_router(pulls_router(PullRequests(PullRequestStore(db), repos, mirrors)))
 
     @app.exception_handler(RequestValidationError)

@@ -69,16 +69,7 @@ def executor_router(
         request: Request, body: HeartbeatRequest, queue: str | None
     ) -> dict[str, Any]:
         await auth.require_executor(request)
-        ids: dict[str, list[int]] = {}
-        if queue is not None:
-            ids[queue] = [int(i) for i in body.job_ids]
-        else:
-            # Multi-queue executors name jobs "<id>-<queue>" or group them by queue.
-            for uid in body.job_ids:
-                job_id, _, name = uid.partition("-")
-                ids.setdefault(name, []).append(int(job_id))
-            for group in body.job_ids_by_queue:
-                ids.setdefault(group.queue_name, []).extend(int(i) for i in group.job_ids)
+        ids = body.ids_by_queue(queue)
         names = [queue] if queue is not None else (body.queue_names or list(ids))
         await registry.heartbeat(body, names)
         beats = await dispatcher.heartbeat(body.executor_name, ids)

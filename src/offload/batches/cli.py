@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    import asyncio
+
+    import httpx
+
+    from offload.executor.config import ExecutorConfig
+    from offload.executor.runtimes.base import Runtime
 
 batch_app = typer.Typer(
     help="Batch changes: one change described in a spec, run across many repositories.",
@@ -127,6 +136,21 @@ SpecId = Annotated[
 ]
 Repo = Annotated[str | None, typer.Option("--repo", help="Only this repository.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+Local = Annotated[
+    bool,
+    typer.Option(
+        "--local",
+        help="Run the workspaces on this machine instead of the executors, with the runtime "
+        "and images EXECUTOR_BACKEND and EXECUTOR_DATA_DIR name (as `offload executor` would); "
+        "the results go to the server, cached and previewed as the executors' would be.",
+    ),
+]
+Slots = Annotated[
+    int,
+    typer.Option(
+        "--slots", min=0, help="With --local: workspaces run at once (default: one per CPU)."
+    ),
+]
 
 
 def _user(user: str | None) -> str:
@@ -151,20 +175,47 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "none"
 
 
-async def _submit_and_wait(file: str, user: str, *, quiet: bool) -> dict[str, object]:
+async def _local_run_setup(slots: int) -> tuple[ExecutorConfig, Runtime]:
+    """This machine's executor settings and runtime for `--local`, checked before submitting."""
+    from offload.apicall import fail
+    from offload.batches.local import local_config, local_runtime
+    from offload.config import Settings
+    from offload.executor.config import ConfigError
+    from offload.executor.runtimes.base import RuntimeUnavailable
+
+    try:
+        config = local_config(Settings().server_url(), slots or os.cpu_count() or 1)
+        runtime = local_runtime(config)
+        await runtime.check()
+    except ConfigError as exc:
+        raise fail(f"--local reads the executor's settings: {exc}", 2) from exc
+    except ValueError as exc:
+        raise fail(f"--local: EXECUTOR_BACKEND: {exc}", 2) from exc
+    except RuntimeUnavailable as exc:
+        raise fail(
+            f"--local: the {config.backend} runtime cannot run here: {exc}; choose another "
+            "with EXECUTOR_BACKEND, or preview without --local to run on the executors",
+            1,
+        ) from exc
+    return config, runtime
+
+
+async def _submit_and_wait(
+    file: str, user: str, *, quiet: bool, local: bool = False, slots: int = 0
+) -> dict[str, object]:
     import asyncio
-    import time
+    import contextlib
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from offload.apicall import api_client, call, fail
+    from offload.apicall import api_client, fail
+    from offload.batches.local import LocalRun
 
     text, source = read_spec(file)
     files = mounted_files(text, source, Path(file).parent if file != "-" else Path.cwd())
+    machine = await _local_run_setup(slots) if local else None
     async with api_client() as client:
         response = await client.post(
             "/api/batches/specs",
-            json={"spec": text, "user": user, "source": source, "files": files},
+            json={"spec": text, "user": user, "source": source, "files": files, "local": local},
         )
         if response.status_code == 400 and "errors" in response.json():
             body = response.json()
@@ -175,45 +226,77 @@ async def _submit_and_wait(file: str, user: str, *, quiet: bool) -> dict[str, ob
         if response.status_code >= 400:
             raise fail(response.json().get("detail", response.text), 2)
         spec_id = response.json()["id"]
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[states]}"),
-            TimeElapsedColumn(),
-            console=err,
-            disable=quiet,
-            transient=True,
-        ) as progress:
-            task = progress.add_task(f"batch spec {spec_id}: resolving", total=None, states="")
-            while True:
-                asked = time.monotonic()
-                view = await call(client, "GET", f"/api/batches/specs/{spec_id}")
-                took = time.monotonic() - asked
-                states = view["states"]
-                finished = sum(
-                    states.get(s, 0)
-                    for s in ("completed", "failed", "canceled", "cached", "ignored", "skipped")
-                )
-                description = (
-                    f"batch spec {spec_id}: executing"
-                    if view["resolution"] == "completed"
-                    else f"batch spec {spec_id}: {view['resolution']}"
-                )
-                progress.update(
-                    task,
-                    description=description,
-                    total=view["workspaces"] or None,
-                    completed=finished,
-                    states=_counts(states),
-                )
-                if view["done"]:
-                    break
-                # Asking costs the server: a spec that is slow to count is asked less often.
-                await asyncio.sleep(max(POLL, 4 * took))
+        run = LocalRun(*machine, spec_id) if machine is not None else None
+        runner = asyncio.create_task(run.run()) if run is not None else None
+        where = "executing on this machine" if run is not None else "executing"
+        try:
+            view = await _follow(client, spec_id, where, runner, quiet=quiet)
+        finally:
+            if run is not None and runner is not None:
+                run.stop()
+                with contextlib.suppress(Exception):
+                    await runner
         if view["resolution"] == "failed":
             raise fail(f"batch spec {spec_id} could not be resolved: {view['resolutionError']}")
-        return dict(view)
+        return view
+
+
+async def _follow(
+    client: httpx.AsyncClient,
+    spec_id: str,
+    where: str,
+    runner: asyncio.Task[None] | None,
+    *,
+    quiet: bool,
+) -> dict[str, object]:
+    """Show a spec's progress until it is done; its last view."""
+    import asyncio
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from offload.apicall import call, fail
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[states]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"batch spec {spec_id}: resolving", total=None, states="")
+        while True:
+            asked = time.monotonic()
+            view: dict[str, object] = await call(client, "GET", f"/api/batches/specs/{spec_id}")
+            took = time.monotonic() - asked
+            states, workspaces = view["states"], view["workspaces"]
+            assert isinstance(states, dict) and isinstance(workspaces, int)
+            finished = sum(
+                states.get(s, 0)
+                for s in ("completed", "failed", "canceled", "cached", "ignored", "skipped")
+            )
+            resolution = view["resolution"]
+            progress.update(
+                task,
+                description=f"batch spec {spec_id}: "
+                + (where if resolution == "completed" else str(resolution)),
+                total=workspaces or None,
+                completed=finished,
+                states=_counts(states),
+            )
+            if view["done"]:
+                return view
+            if runner is not None and runner.done():
+                problem = runner.exception()
+                raise fail(
+                    f"the local run of batch spec {spec_id} stopped before its workspaces "
+                    f"were done: {problem or 'it ended'}"
+                )
+            # Asking costs the server: a spec that is slow to count is asked less often.
+            await asyncio.sleep(max(POLL, 4 * took))
 
 
 # What the files a spec mounts may add up to: they travel with the spec and each job.
@@ -300,8 +383,14 @@ def _show_preview(view: dict[str, object]) -> None:
 
 
 @batch_app.command()
-def preview(file: SpecFile, user: User = None, as_json: AsJson = False) -> None:
-    """Run a batch spec on the executors and show what applying it would do.
+def preview(
+    file: SpecFile,
+    user: User = None,
+    as_json: AsJson = False,
+    local: Local = False,
+    slots: Slots = 0,
+) -> None:
+    """Run a batch spec on the executors (or this machine) and show what applying it would do.
 
     Shows the workspaces' progress while they execute, then one row per changeset with its
     operations (create, push, publish, update, close, detach, import) and diff stats.
@@ -311,11 +400,13 @@ def preview(file: SpecFile, user: User = None, as_json: AsJson = False) -> None:
         offload batch preview -f batch.yaml
 
         offload batch preview -f batch.yaml --json | jq '.operations | length'
+
+        offload batch preview -f batch.yaml --local --slots 4   # no executors needed
     """
     import asyncio
     import json
 
-    view = asyncio.run(_submit_and_wait(file, _user(user), quiet=as_json))
+    view = asyncio.run(_submit_and_wait(file, _user(user), quiet=as_json, local=local, slots=slots))
     if as_json:
         sys.stdout.write(json.dumps(view) + "\n")
         return
@@ -333,6 +424,8 @@ def apply(
     ] = None,
     spec: Annotated[str | None, typer.Option("--spec", help="A previewed batch spec's id.")] = None,
     user: User = None,
+    local: Local = False,
+    slots: Slots = 0,
 ) -> None:
     """Apply a batch spec: create or update its batch change and its changesets.
 
@@ -341,6 +434,8 @@ def apply(
         offload batch apply --spec 3f2a9c0d1e4b5a6c      # what `batch preview` showed
 
         offload batch apply -f batch.yaml               # run (from the cache) and apply
+
+        offload batch apply -f batch.yaml --local       # run on this machine, then apply
     """
     import asyncio
 
@@ -348,11 +443,13 @@ def apply(
 
     if (file is None) == (spec is None):
         raise fail("give either --file SPEC or --spec ID", 2)
+    if local and file is None:
+        raise fail("--local runs a spec's workspaces: give it with --file SPEC", 2)
 
     async def main() -> dict[str, object]:
         spec_id = spec
         if file is not None:
-            view = await _submit_and_wait(file, _user(user), quiet=False)
+            view = await _submit_and_wait(file, _user(user), quiet=False, local=local, slots=slots)
             spec_id = str(view["id"])
         async with api_client() as client:
             result: dict[str, object] = await call(

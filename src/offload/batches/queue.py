@@ -10,11 +10,13 @@ index, however long the queue.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from offload.db.base import Database
+from offload.db.base import Database, Transaction
+from offload.queue.record import Record
 from offload.queue.spec import QueueSpec
 from offload.queue.store import SqlQueueStore
 
@@ -51,6 +53,21 @@ SET last_key = {greatest}(batch_queue_users.last_key + 1, CAST(:start AS BIGINT)
 RETURNING last_key
 """
 
+# The first workspace of a spec that runs locally which nothing answered and nobody holds.
+_UNCLAIMED = """
+SELECT w.id FROM batch_workspaces w
+WHERE w.batch_spec_id = :spec AND NOT w.ignored AND NOT w.skipped AND NOT w.cached_result_found
+  AND NOT EXISTS (SELECT 1 FROM batch_workspace_jobs j WHERE j.workspace_id = w.id)
+ORDER BY w.id LIMIT 1
+"""
+# Its job, born held: it is never queued, so no executor of the fleet can dequeue it.
+_CLAIM = """
+INSERT INTO batch_workspace_jobs (state, queued_at, started_at, last_heartbeat_at,
+    worker_hostname, lease_token, batch_spec_id, workspace_id, user_name, fair_key)
+VALUES ('processing', :now, :now, :now, :holder, :lease, :spec, :workspace, :user, :key)
+RETURNING id
+"""
+
 
 @dataclass(frozen=True)
 class WorkspaceJob:
@@ -71,16 +88,18 @@ class BatchQueue:
         sqlite = db.dialect == "sqlite"
         self._head = _HEAD.format(indexed=f" INDEXED BY {SPEC.dequeue_index}" if sqlite else "")
 
+    async def _keys(self, on: Database | Transaction, user: str, n: int) -> int:
+        """The first of `n` fair keys reserved for `user`."""
+        rows = await on.fetch(self._head)
+        head = rows[0]["head"] if rows and rows[0]["head"] is not None else 1
+        reserved = await on.fetch(self._reserve, {"user": user, "start": int(head), "n": n})
+        return int(reserved[0]["last_key"]) - n + 1
+
     async def enqueue(self, user: str, jobs: Sequence[WorkspaceJob]) -> int:
         """Queue `jobs` for `user`, in order, behind the user's earlier ones; how many."""
         if not jobs:
             return 0
-        rows = await self.db.fetch(self._head)
-        head = rows[0]["head"] if rows and rows[0]["head"] is not None else 1
-        reserved = await self.db.fetch(
-            self._reserve, {"user": user, "start": int(head), "n": len(jobs)}
-        )
-        first = int(reserved[0]["last_key"]) - len(jobs) + 1
+        first = await self._keys(self.db, user, len(jobs))
         return await self.store.enqueue_many(
             [
                 {
@@ -92,3 +111,32 @@ class BatchQueue:
                 for offset, job in enumerate(jobs)
             ]
         )
+
+    async def claim(self, spec_id: int, user: str, holder: str) -> Record | None:
+        """A job for the next unclaimed workspace of a local spec, held by `holder`; or None.
+
+        The job has a fair key like any other: if its holder dies, the resetter queues it and
+        the fleet's executors finish it.
+        """
+        async with self.db.transaction() as tx:
+            if self.db.dialect == "postgresql":
+                # Claims of one spec take turns, so no workspace is claimed twice.
+                await tx.fetch(
+                    "SELECT id FROM batch_specs WHERE id = :spec FOR UPDATE", {"spec": spec_id}
+                )
+            rows = await tx.fetch(_UNCLAIMED, {"spec": spec_id})
+            if not rows:
+                return None
+            claimed = await tx.fetch(
+                _CLAIM,
+                {
+                    "now": self.store.clock.now(),
+                    "holder": holder,
+                    "lease": secrets.token_hex(16),
+                    "spec": spec_id,
+                    "workspace": int(rows[0]["id"]),
+                    "user": user,
+                    "key": await self._keys(tx, user, 1),
+                },
+            )
+        return await self.store.get(int(claimed[0]["id"]))

@@ -99,12 +99,14 @@ class Resolver:
         await self.cache.import_specs(row, spec)
         runnable = [w for w in rows if not (w.ignored or w.skipped)]
         pending = await self.cache.apply(row, spec, runnable)
-        await self.queue.enqueue(row.user_name, [WorkspaceJob(row.id, w.id) for w in pending])
+        if not row.runs_locally:  # else the user's CLI claims them one by one
+            await self.queue.enqueue(row.user_name, [WorkspaceJob(row.id, w.id) for w in pending])
         log.info(
-            "resolved batch spec %s: %d workspaces, %d queued, %d answered from the cache",
+            "resolved batch spec %s: %d workspaces, %d %s, %d answered from the cache",
             row.rand_id,
             len(rows),
             len(pending),
+            "left to the user's machine" if row.runs_locally else "queued",
             len(runnable) - len(pending),
         )
 

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from offload.batches.queue import NAME as EXECUTION
 from offload.batches.service import BatchNotFound, BatchService, BatchStateError, MountError
 from offload.batches.spec import SpecErrors
 from offload.db.values import parse_time
+from offload.dispatch.dispatcher import Dispatcher
+from offload.protocol.wire import DequeueRequest, HeartbeatRequest, HeartbeatResponse
 
 T = TypeVar("T")
+
+# How long a local run's dequeue waits for a workspace at most, and how often it looks.
+LOCAL_MAX_WAIT = 10.0
+LOCAL_POLL = 0.5
 
 
 class SubmitSpec(BaseModel):
@@ -26,6 +35,8 @@ class SubmitSpec(BaseModel):
     source: str = "<spec>"
     # The files and directories the steps mount, by path relative to the spec, base64.
     files: dict[str, str] = Field(default_factory=dict)
+    # `offload batch preview --local`: the CLI runs the workspaces, not the executors.
+    local: bool = False
 
 
 class Selection(BaseModel):
@@ -49,7 +60,7 @@ def _iso(value: object) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def batches_router(service: BatchService) -> APIRouter:
+def batches_router(service: BatchService, dispatcher: Dispatcher) -> APIRouter:
     """/api/batches."""
     router = APIRouter(prefix="/api/batches")
 
@@ -64,7 +75,9 @@ def batches_router(service: BatchService) -> APIRouter:
         except (ValueError, binascii.Error) as exc:
             raise HTTPException(400, f"files: not base64: {exc}") from exc
         try:
-            row = await service.submit(body.user, body.spec, body.source, files)
+            row = await service.submit(
+                body.user, body.spec, body.source, files, runs_locally=body.local
+            )
         except MountError as exc:
             raise HTTPException(400, str(exc)) from exc
         except SpecErrors as exc:
@@ -102,6 +115,35 @@ def batches_router(service: BatchService) -> APIRouter:
             ]
 
         return await _answer(call)
+
+    # A spec that runs locally is its own small executor queue: the user's CLI dequeues and
+    # heartbeats here, then logs and finishes each job through the executor protocol's job
+    # calls with the job's token, so its results are stored exactly as an executor's are.
+    @router.post("/specs/{rand_id}/dequeue", response_model=None)
+    async def dequeue_local(rand_id: str, body: DequeueRequest) -> Response:
+        if not body.executor_name:
+            raise HTTPException(400, "executorName is required")
+        # A long poll, as the protocol's: workspaces appear when resolution ends.
+        deadline = time.monotonic() + min(max(body.wait, 0.0), LOCAL_MAX_WAIT)
+        while True:
+            record = await _answer(lambda: service.claim(rand_id, body.executor_name))
+            if record is not None:
+                if (leased := await dispatcher.lease(EXECUTION, record)) is not None:
+                    return JSONResponse(leased.job.dump())
+            elif time.monotonic() >= deadline:
+                return Response(status_code=204)
+            else:
+                await asyncio.sleep(LOCAL_POLL)
+
+    @router.post("/specs/{rand_id}/heartbeat")
+    async def heartbeat_local(rand_id: str, body: HeartbeatRequest) -> dict[str, Any]:
+        await _answer(lambda: service.spec_row(rand_id))
+        ids = body.ids_by_queue(None).get(EXECUTION, [])
+        beat = (await dispatcher.heartbeat(body.executor_name, {EXECUTION: ids}))[EXECUTION]
+        return HeartbeatResponse(
+            known_ids=[f"{i}-{EXECUTION}" for i in beat.known_ids],
+            cancel_ids=[f"{i}-{EXECUTION}" for i in beat.cancel_ids],
+        ).dump()
 
     @router.post("/specs/{rand_id}/apply")
     async def apply(rand_id: str) -> dict[str, Any]:

@@ -8,11 +8,12 @@ from typing import Any
 
 from offload.batches import changesets as cs
 from offload.batches.queue import SPEC as EXECUTION
+from offload.batches.queue import BatchQueue
 from offload.batches.spec import parse_spec
 from offload.batches.store import BatchSpecRow, BatchStore, ChangesetSpecRow
 from offload.clock import Clock, SystemClock
 from offload.db.base import Database
-from offload.queue.record import LogEntry
+from offload.queue.record import LogEntry, Record
 from offload.queue.store import SqlQueueStore
 
 
@@ -87,6 +88,7 @@ class BatchService:
         self.clock = clock or SystemClock()
         self.store = BatchStore(db, self.clock)
         self.executions = SqlQueueStore(db, EXECUTION, clock=self.clock)
+        self.queue = BatchQueue(db, self.executions)
         self.reconciler = SqlQueueStore(db, cs.SPEC, clock=self.clock)
 
     # -- specs ------------------------------------------------------------------------------
@@ -97,9 +99,12 @@ class BatchService:
         raw: str,
         source: str = "<spec>",
         files: Mapping[str, bytes] | None = None,
+        *,
+        runs_locally: bool = False,
     ) -> BatchSpecRow:
         """Validate and store a spec (with the files its steps mount) and queue its resolution.
 
+        `runs_locally`: the user's CLI claims the workspaces (`claim`), not the executors.
         SpecErrors if the spec is invalid; MountError if a mounted path was not uploaded.
         """
         spec = parse_spec(raw, source=source)
@@ -116,7 +121,7 @@ class BatchService:
                         f"{where}: {mount.path} was not uploaded with the spec; submit it with "
                         "`offload batch preview -f SPEC`, which uploads what the steps mount"
                     )
-        return await self.store.create_spec(user, spec.name, raw, files)
+        return await self.store.create_spec(user, spec.name, raw, files, runs_locally=runs_locally)
 
     async def spec_row(self, rand_id: str) -> BatchSpecRow:
         """A spec by the id users see; BatchNotFound otherwise."""
@@ -124,6 +129,16 @@ class BatchService:
         if row is None:
             raise BatchNotFound(f"no batch spec {rand_id}")
         return row
+
+    async def claim(self, rand_id: str, holder: str) -> Record | None:
+        """The job of the next workspace of a spec that runs locally, held by `holder`."""
+        row = await self.spec_row(rand_id)
+        if not row.runs_locally:
+            raise BatchStateError(
+                f"batch spec {rand_id} runs on the executors; only a spec submitted with "
+                "`offload batch preview --local` hands its workspaces to the user's machine"
+            )
+        return await self.queue.claim(row.id, row.user_name, holder)
 
     async def workspaces(self, spec_id: int) -> list[dict[str, Any]]:
         """Every workspace of a spec with its state."""
@@ -379,6 +394,11 @@ class BatchService:
     ) -> int:
         """Queue the failed workspaces of a spec again (of `repo` only, if given); how many."""
         row = await self._spec_for(user, name, spec)
+        if row.runs_locally:
+            raise BatchStateError(
+                f"batch spec {row.rand_id} ran on your machine: run `offload batch preview -f "
+                "SPEC --local` again; the step cache answers every workspace that finished"
+            )
         again = 0
         for w in await self.workspaces(row.id):
             if w["state"] not in ("failed", "errored", "canceled") or not w["job_id"]:

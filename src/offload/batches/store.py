@@ -31,6 +31,8 @@ class BatchSpecRow:
     created_at: datetime
     applied_at: datetime | None
     batch_change_id: int | None
+    # `offload batch preview --local`: the user's CLI claims and runs its workspaces.
+    runs_locally: bool = False
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> BatchSpecRow:
@@ -46,6 +48,7 @@ class BatchSpecRow:
             created_at=created,
             applied_at=parse_time(row["applied_at"]),
             batch_change_id=row["batch_change_id"],
+            runs_locally=bool(row["runs_locally"]),
         )
 
     def parsed(self) -> BatchSpec:
@@ -186,20 +189,27 @@ class BatchStore:
     # -- specs ------------------------------------------------------------------------------
 
     async def create_spec(
-        self, user: str, name: str, raw: str, files: Mapping[str, bytes] | None = None
+        self,
+        user: str,
+        name: str,
+        raw: str,
+        files: Mapping[str, bytes] | None = None,
+        *,
+        runs_locally: bool = False,
     ) -> BatchSpecRow:
         """Store a validated spec, its mounted files, and queue its resolution: all or nothing."""
         now = self.clock.now()
         async with self.db.transaction() as tx:
             rows = await tx.fetch(
-                "INSERT INTO batch_specs (rand_id, user_name, name, raw_spec, created_at) "
-                "VALUES (:rand_id, :user, :name, :raw, :now) RETURNING *",
+                "INSERT INTO batch_specs (rand_id, user_name, name, raw_spec, created_at,"
+                " runs_locally) VALUES (:rand_id, :user, :name, :raw, :now, :local) RETURNING *",
                 {
                     "rand_id": secrets.token_hex(8),
                     "user": user,
                     "name": name,
                     "raw": raw,
                     "now": now,
+                    "local": runs_locally,
                 },
             )
             spec = BatchSpecRow.from_row(rows[0])

@@ -218,6 +218,8 @@ batch_specs = Table(
     Column("created_at", TIME, nullable=False),
     Column("applied_at", TIME),
     Column("batch_change_id", BigInteger),
+    # `offload batch preview --local`: the user's CLI runs the workspaces, not the executors.
+    Column("runs_locally", Boolean, nullable=False, server_default=text("false")),
 )
 
 # Local files a spec's steps mount (`mount`), uploaded with the spec by the CLI.

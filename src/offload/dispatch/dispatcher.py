@@ -103,25 +103,30 @@ class Dispatcher:
                 waiter.close()
 
     async def _dequeue_one(self, holder: str, name: str) -> Leased | None:
-        store = self.stores[name]
         while True:
-            records = await store.dequeue(holder, limit=1)
+            records = await self.stores[name].dequeue(holder, limit=1)
             if not records:
                 return None
-            record = records[0]
+            if (leased := await self.lease(name, records[0])) is not None:
+                return leased
+
+    async def lease(self, name: str, record: Record) -> Leased | None:
+        """The job of a record just leased from queue `name`, with its token; None if the
+        record cannot become a job (it is failed, with the reason)."""
+        try:
+            job = await self.queues[name].transform(record, self.db)
+        except (TransformError, LookupError) as exc:
+            # A record that cannot become a job would fail on every executor: fail it once.
+            log.warning("failing job %s of queue %s: %s", record.id, name, exc)
             try:
-                job = await self.queues[name].transform(record, self.db)
-            except (TransformError, LookupError) as exc:
-                # A record that cannot become a job would fail on every executor: fail it once.
-                log.warning("failing job %s of queue %s: %s", record.id, name, exc)
-                message = f"failed to transform record: {exc}"
-                try:
-                    await store.mark_failed(record.lease, message)
-                except NotOwned:
-                    pass
-                continue
-            job.token = await self.tokens.mint(record, job.repository_name)
-            return Leased(job, record)
+                await self.stores[name].mark_failed(
+                    record.lease, f"failed to transform record: {exc}"
+                )
+            except NotOwned:
+                pass
+            return None
+        job.token = await self.tokens.mint(record, job.repository_name)
+        return Leased(job, record)
 
     async def finish(self, queue: str, lease: Lease, verb: str, message: str = "") -> None:
         """Record a job's end (complete, errored, failed or release); NotOwned if not held."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 import httpx
 
@@ -13,7 +12,7 @@ from offload.executor.client import ExecutorClient, Unauthorized
 from offload.executor.config import ExecutorConfig
 from offload.executor.handler import HandlerSettings, JobHandler
 from offload.executor.runtimes.base import Limits, Runtime
-from offload.queue.consumer import Consumer, QueueStore
+from offload.queue.consumer import Consumer
 from offload.serving import stopped_by_signals
 
 log = logging.getLogger(__name__)
@@ -82,23 +81,6 @@ async def _serve(config: ExecutorConfig, runtime: Runtime, stopping: asyncio.Eve
             runtime_notice=runtime_line if runtime.name == "shell" else "",
         )
 
-        @contextlib.asynccontextmanager
-        async def heartbeat_client() -> AsyncIterator[QueueStore]:
-            # The heartbeat thread has its own loop, so its own connections; it shares the
-            # table of held jobs with the main client.
-            own = ExecutorClient(
-                config.frontend_url,
-                config.token,
-                config.queues,
-                name=config.name,
-                runtime=runtime.name,
-            )
-            own.share_jobs_with(client)
-            try:
-                yield own
-            finally:
-                await own.close()
-
         consumer = Consumer(
             client,
             JobHandler(client, runtime, settings),
@@ -107,7 +89,7 @@ async def _serve(config: ExecutorConfig, runtime: Runtime, stopping: asyncio.Eve
             poll_wait=config.poll_wait,
             heartbeat_interval=config.heartbeat_interval,
             max_runtime=config.max_runtime,
-            heartbeat_store=heartbeat_client,
+            heartbeat_store=client.heartbeat_store,
         )
         running = asyncio.create_task(consumer.run())
         await asyncio.wait(

@@ -7,11 +7,12 @@ Records get local ids (the same id can exist in two queues); the client maps the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -77,8 +78,12 @@ class ExecutorClient:
         runtime: str = "",
         http: httpx.AsyncClient | None = None,
         retry_delay: float = 0.5,
+        queue_path: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # A queue of its own (a batch spec run on the user's machine): dequeue and heartbeat
+        # go to `{queue_path}/dequeue` and `/heartbeat`; job calls stay the protocol's.
+        self.queue_path = queue_path
         self.token = token
         self.queues = list(queues)
         self.name = name
@@ -94,7 +99,8 @@ class ExecutorClient:
         await self.http.aclose()
 
     def _executor_headers(self) -> dict[str, str]:
-        return {"Authorization": f"token-executor {self.token}"}
+        # A local run has no executor token: its queue's routes need none.
+        return {"Authorization": f"token-executor {self.token}"} if self.token else {}
 
     def _job_headers(self, held: Held) -> dict[str, str]:
         return {
@@ -103,9 +109,29 @@ class ExecutorClient:
             routes.EXECUTOR_NAME_HEADER: self.name,
         }
 
-    def share_jobs_with(self, other: ExecutorClient) -> None:
-        """Use `other`'s table of held jobs (a heartbeat client on another thread)."""
-        self._held = other._held
+    def twin(self) -> ExecutorClient:
+        """A client like this one with its own connections that shares its table of held
+        jobs: for the heartbeat thread, which runs its own event loop."""
+        other = ExecutorClient(
+            self.base_url,
+            self.token,
+            self.queues,
+            name=self.name,
+            runtime=self.runtime,
+            retry_delay=self.retry_delay,
+            queue_path=self.queue_path,
+        )
+        other._held = self._held
+        return other
+
+    @contextlib.asynccontextmanager
+    async def heartbeat_store(self) -> AsyncIterator[ExecutorClient]:
+        """A twin for the consumer's heartbeat thread, closed when the thread ends."""
+        own = self.twin()
+        try:
+            yield own
+        finally:
+            await own.close()
 
     def job_headers_for(self, job: Job) -> dict[str, str]:
         """The headers of calls made for `job` (git through the proxy, files)."""
@@ -140,7 +166,11 @@ class ExecutorClient:
             version=__version__,
             wait=wait,
         )
-        path = routes.dequeue(None if len(self.queues) > 1 else self.queues[0])
+        path = (
+            f"{self.queue_path}/dequeue"
+            if self.queue_path
+            else routes.dequeue(None if len(self.queues) > 1 else self.queues[0])
+        )
         response = await self.http.post(
             path,
             json=body.dump(),
@@ -210,9 +240,8 @@ class ExecutorClient:
             git_version=self._git_version,
             runtime=self.runtime,
         )
-        response = await self.http.post(
-            routes.heartbeat(), json=body.dump(), headers=self._executor_headers()
-        )
+        path = f"{self.queue_path}/heartbeat" if self.queue_path else routes.heartbeat()
+        response = await self.http.post(path, json=body.dump(), headers=self._executor_headers())
         self._check(response, "heartbeat")
         answer = HeartbeatResponse.model_validate(response.json())
         return Heartbeat(

@@ -127,6 +127,19 @@ class HeartbeatRequest(Wire):
         # Executors send ids as numbers or strings; both mean the same job.
         return [str(v) for v in value] if isinstance(value, list) else value
 
+    def ids_by_queue(self, queue: str | None) -> dict[str, list[int]]:
+        """The reported job ids by queue; `queue` names the one a single-queue route serves."""
+        if queue is not None:
+            return {queue: [int(i) for i in self.job_ids]}
+        # Multi-queue executors name jobs "<id>-<queue>" or group them by queue.
+        ids: dict[str, list[int]] = {}
+        for uid in self.job_ids:
+            job_id, _, name = uid.partition("-")
+            ids.setdefault(name, []).append(int(job_id))
+        for group in self.job_ids_by_queue:
+            ids.setdefault(group.queue_name, []).extend(int(i) for i in group.job_ids)
+        return ids
+
 
 class HeartbeatResponse(Wire):
     """Which of the reported jobs are still the executor's, and which should stop."""
