@@ -605,7 +605,7 @@ class Run:
                 )
                 phase = "executing" if resolving else "resolving"
                 console.print(
-                    f"  [{now - start:7.1f}s] {phase}: {done}/{n} done, {total} queued; "
+                    f"  [{now - start:7.1f}s] {phase}: {done}/{n} done of {total} jobs; "
                     f"{done / (now - start):.1f} ws/s, lately {rate:.1f}; RSS server "
                     f"{usage['server_rss_mb'] or 0:.0f} MB, worker "
                     f"{usage['worker_rss_mb'] or 0:.0f} MB; GET spec {fmt(poll, '.0f')} ms",
@@ -1073,10 +1073,9 @@ def fmt(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-GIT = ("init", "add-remote", "disable-gc", "fetch", "sparse-checkout-config")
+GIT = ("init", "fetch", "sparse-checkout-set", "checkout")
 ENTRY_ORDER = (
     *(f"setup.git.{command}" for command in GIT),
-    *(f"setup.git.{command}" for command in ("sparse-checkout-set", "checkout", "set-remote")),
     "setup.files",
     "setup.images",
     "step.host.pre.0",

@@ -21,7 +21,7 @@ For each run (``--runs``, fresh server and database each time):
      same flags and workspace mount) running ``true`` in the busybox image, against the same
      engine the executor uses; the bare ``docker run --rm --network none IMAGE true`` for
      information;
-   * ``git-sequence``: the executor's six git commands (``workspace.git_commands``) run
+   * ``git-sequence``: the executor's git commands (``workspace.git_commands``: three) run
      directly against ``file://`` (no proxy, no server), for information.
 
 2. **Latency**, per runtime (``--runtimes``): one executor with one slot, idle; ``--samples``
@@ -840,7 +840,7 @@ def print_summary(
         "http": "GET /healthz, kept-alive connection",
         "http-new-connection": "GET /healthz, a new connection each (info)",
         "clone": "git clone --depth 1 file://<mirror>",
-        "git-sequence": "the executor's 6 git commands against file:// (info)",
+        "git-sequence": "the executor's 3 git commands against file:// (info)",
         "sandbox": "SandboxRuntime.command() argv running `true`",
         "bwrap": "bwrap alone, same flags, running `true` (info)",
         "docker": "DockerRuntime.command() argv running `true`",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from offload.protocol.wire import Job
@@ -72,9 +73,19 @@ def git_env() -> dict[str, str]:
     return {**keep, "GIT_TERMINAL_PROMPT": "0", "GIT_LFS_SKIP_SMUDGE": "1"}
 
 
-def git_commands(job: Job, repo_dir: Path, remote: str) -> list[tuple[str, list[str]]]:
-    """The (log key, argv) of each git command that checks the job's commit out."""
+def git_commands(job: Job, repo_dir: Path, remote: str) -> Iterator[tuple[str, list[str]]]:
+    """The (log key, argv) of each git command that checks the job's commit out, in order.
+
+    Run each before asking for the next: between them this writes the repository's config
+    itself (the remote, no auto gc; at the end, the remote named after the repository), which
+    takes four git processes fewer per job than `git remote add`, `git config` and `git remote
+    set-url` would.
+    """
     git = ["git", "-C", str(repo_dir)]
+    yield "setup.git.init", [*git, "init", "--quiet"]
+    config = repo_dir / ".git" / "config"
+    with config.open("a") as out:
+        out.write(_remote(remote) + "[gc]\n\tauto = 0\n")
     fetch = [*git, "-c", "protocol.version=2", "fetch", "--progress", "--no-recurse-submodules"]
     if job.fetch_tags:
         fetch.append("--tags")
@@ -82,29 +93,28 @@ def git_commands(job: Job, repo_dir: Path, remote: str) -> list[tuple[str, list[
         fetch += ["--no-tags", "--depth=1"]
     if job.sparse_checkout:
         fetch.append("--filter=blob:none")
-    commands = [
-        ("setup.git.init", [*git, "init", "--quiet"]),
-        ("setup.git.add-remote", [*git, "remote", "add", "origin", remote]),
-        ("setup.git.disable-gc", [*git, "config", "--local", "gc.auto", "0"]),
-        ("setup.git.fetch", [*fetch, "origin", job.commit]),
-    ]
+    yield "setup.git.fetch", [*fetch, "origin", job.commit]
     if job.sparse_checkout:
-        commands += [
-            (
-                "setup.git.sparse-checkout-config",
-                [*git, "config", "--local", "core.sparseCheckout", "1"],
-            ),
-            (
-                "setup.git.sparse-checkout-set",
-                [*git, "sparse-checkout", "set", "--no-cone", "--", *job.sparse_checkout],
-            ),
-        ]
-    commands += [
-        ("setup.git.checkout", [*git, "checkout", "--progress", "--force", job.commit]),
-        # Indexers read the remote: point it at the repository's name, not the proxy.
-        ("setup.git.set-remote", [*git, "remote", "set-url", "origin", job.repository_name]),
-    ]
-    return commands
+        # `sparse-checkout set` turns core.sparseCheckout on itself.
+        yield (
+            "setup.git.sparse-checkout-set",
+            [*git, "sparse-checkout", "set", "--no-cone", "--", *job.sparse_checkout],
+        )
+    yield "setup.git.checkout", [*git, "checkout", "--progress", "--force", job.commit]
+    # Indexers read the remote: point it at the repository's name, not the proxy.
+    text = config.read_text()
+    config.write_text(text.replace(_url(remote), _url(job.repository_name), 1))
+
+
+def _url(url: str) -> str:
+    """The config line of a remote's `url`, quoted (a repository's name is the user's)."""
+    quoted = url.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'\turl = "{quoted}"\n'
+
+
+def _remote(url: str) -> str:
+    """The config section of the remote `origin` at `url`."""
+    return f'[remote "origin"]\n{_url(url)}\tfetch = +refs/heads/*:refs/remotes/origin/*\n'
 
 
 def remove(root: Path) -> None:
