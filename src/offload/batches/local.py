@@ -36,7 +36,7 @@ def local_config(
     """This machine's executor settings for a local run: EXECUTOR_* read as an executor reads
     them, with the server, queue, name and slots of the run (no executor token: each job's own
     token is all a local run uses). ConfigError lists what is wrong."""
-    own = {k: v for k, v in env.items() if k not in ("EXECUTOR_QUEUE_NAMES",)}
+    own = {k: v for k, v in env.items() if k != "EXECUTOR_QUEUE_NAMES"}
     try:
         default = default_runtime()
     except RuntimeUnavailable:
@@ -102,8 +102,3 @@ class LocalRun:
     def stop(self, grace: float = STOP_GRACE) -> None:
         """Claim nothing more; running workspaces get `grace` seconds, then go back."""
         self.consumer.stop(grace)
-
-    @property
-    def ran(self) -> int:
-        """How many workspaces this run has claimed."""
-        return self.consumer.stats.dequeued

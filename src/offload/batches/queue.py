@@ -85,8 +85,8 @@ class BatchQueue:
         self.store = store or SqlQueueStore(db, SPEC)
         greatest = "GREATEST" if db.dialect == "postgresql" else "MAX"
         self._reserve = _RESERVE.format(greatest=greatest)
-        sqlite = db.dialect == "sqlite"
-        self._head = _HEAD.format(indexed=f" INDEXED BY {SPEC.dequeue_index}" if sqlite else "")
+        indexed = f" INDEXED BY {SPEC.dequeue_index_name}" if db.dialect == "sqlite" else ""
+        self._head = _HEAD.format(indexed=indexed)
 
     async def _keys(self, on: Database | Transaction, user: str, n: int) -> int:
         """The first of `n` fair keys reserved for `user`."""

@@ -69,15 +69,18 @@ WHERE batch_spec_id = :spec AND ignored = :yes ORDER BY repo_name
 """
 
 
-def workspace_state(row: dict[str, Any]) -> str:
-    """One word for a workspace: ignored, skipped, cached, or its job's state."""
+def _flag(row: Mapping[str, Any]) -> str:
+    """A workspace's flag: ignored, skipped, cached, or "" for one that runs as a job."""
     if row["ignored"]:
         return "ignored"
     if row["skipped"]:
         return "skipped"
-    if row["cached_result_found"]:
-        return "cached"
-    return str(row["state"] or "pending")
+    return "cached" if row["cached_result_found"] else ""
+
+
+def workspace_state(row: dict[str, Any]) -> str:
+    """One word for a workspace: ignored, skipped, cached, or its job's state."""
+    return _flag(row) or str(row["state"] or "pending")
 
 
 class BatchService:
@@ -152,8 +155,7 @@ class BatchService:
         spec = {"spec": row.id}
         flags: dict[str, int] = {}
         for r in await self.db.fetch(_FLAG_COUNTS, spec):
-            # "" for the workspaces with no flag: their jobs' states count them.
-            flag = workspace_state({**r, "state": "-"}).strip("-")
+            flag = _flag(r)  # "" counts the workspaces that their jobs' states count
             flags[flag] = flags.get(flag, 0) + int(r["n"])
         jobs = {str(r["state"]): int(r["n"]) for r in await self.db.fetch(_JOB_COUNTS, spec)}
         counts = {state: n for state, n in flags.items() if state} | jobs

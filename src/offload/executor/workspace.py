@@ -85,7 +85,10 @@ def git_commands(job: Job, repo_dir: Path, remote: str) -> Iterator[tuple[str, l
     yield "setup.git.init", [*git, "init", "--quiet"]
     config = repo_dir / ".git" / "config"
     with config.open("a") as out:
-        out.write(_remote(remote) + "[gc]\n\tauto = 0\n")
+        out.write(
+            f'[remote "origin"]\n{_url(remote)}\tfetch = +refs/heads/*:refs/remotes/origin/*\n'
+            "[gc]\n\tauto = 0\n"
+        )
     fetch = [*git, "-c", "protocol.version=2", "fetch", "--progress", "--no-recurse-submodules"]
     if job.fetch_tags:
         fetch.append("--tags")
@@ -110,11 +113,6 @@ def _url(url: str) -> str:
     """The config line of a remote's `url`, quoted (a repository's name is the user's)."""
     quoted = url.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'\turl = "{quoted}"\n'
-
-
-def _remote(url: str) -> str:
-    """The config section of the remote `origin` at `url`."""
-    return f'[remote "origin"]\n{_url(url)}\tfetch = +refs/heads/*:refs/remotes/origin/*\n'
 
 
 def remove(root: Path) -> None:
