@@ -72,38 +72,63 @@ def execution_input(
     }
 
 
-def step_keys(
-    spec: BatchSpec,
-    workspace: WorkspaceRow,
-    secret_values: Mapping[str, str],
-    file_digests: Mapping[str, str] | None = None,
-) -> list[str]:
-    """The cache key of each step of `spec` in `workspace`."""
-    keys = []
-    base = {
-        "repository": {
-            "name": workspace.repo_name,
-            "branch": workspace.branch,
-            "commit": workspace.commit,
-            "fileMatches": sorted(workspace.file_matches),
-        },
-        "path": workspace.path,
-        "onlyFetchWorkspace": workspace.only_fetch_workspace,
-        "batchChange": {"name": spec.name, "description": spec.description},
-    }
-    for i in range(len(spec.steps)):
-        steps = spec.steps[: i + 1]
-        env = {
-            name: hashlib.sha256(secret_values.get(name, "").encode()).hexdigest()
-            for name in secret_names(steps)
-        }
-        mounts = {m.path: mounted(m.path, file_digests or {}) for step in steps for m in step.mount}
-        material = {
-            **base,
-            "steps": [step_json(s) for s in steps],
-            "environment": env,
-            "mounts": mounts,
-        }
-        digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).digest()
-        keys.append(base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=") + f"-step-{i}")
-    return keys
+class StepKeys:
+    """The step cache keys of one spec's steps, for any of its workspaces.
+
+    What the steps contribute is encoded once per spec: a preview of tens of thousands of
+    workspaces computes keys for each of them while the user waits. The key of step i is a
+    digest of the sorted-key JSON of {batchChange, environment, mounts, onlyFetchWorkspace,
+    path, repository, steps[:i+1]}; keys must not change across versions, or every cached
+    result would be lost on an upgrade.
+    """
+
+    def __init__(
+        self,
+        spec: BatchSpec,
+        secret_values: Mapping[str, str],
+        file_digests: Mapping[str, str] | None = None,
+    ) -> None:
+        self._parts: list[tuple[str, str]] = []
+        for i in range(len(spec.steps)):
+            steps = spec.steps[: i + 1]
+            env = {
+                name: hashlib.sha256(secret_values.get(name, "").encode()).hexdigest()
+                for name in secret_names(steps)
+            }
+            mounts = {
+                m.path: mounted(m.path, file_digests or {}) for step in steps for m in step.mount
+            }
+            # The keys sort before and after the workspace's own (onlyFetchWorkspace, path,
+            # repository): the spec's JSON without its closing brace, and the steps'.
+            head = json.dumps(
+                {
+                    "batchChange": {"name": spec.name, "description": spec.description},
+                    "environment": env,
+                    "mounts": mounts,
+                },
+                sort_keys=True,
+            )[:-1]
+            tail = json.dumps([step_json(s) for s in steps], sort_keys=True)
+            self._parts.append((head, tail))
+
+    def __call__(self, workspace: WorkspaceRow) -> list[str]:
+        """The cache key of each step in `workspace`."""
+        own = json.dumps(
+            {
+                "onlyFetchWorkspace": workspace.only_fetch_workspace,
+                "path": workspace.path,
+                "repository": {
+                    "branch": workspace.branch,
+                    "commit": workspace.commit,
+                    "fileMatches": sorted(workspace.file_matches),
+                    "name": workspace.repo_name,
+                },
+            },
+            sort_keys=True,
+        )[1:-1]
+        keys = []
+        for i, (head, tail) in enumerate(self._parts):
+            material = f'{head}, {own}, "steps": {tail}}}'
+            digest = hashlib.sha256(material.encode()).digest()
+            keys.append(base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=") + f"-step-{i}")
+        return keys

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from offload.batches import changeset_spec, diffs
-from offload.batches.execution import secret_names, step_keys
+from offload.batches.execution import StepKeys, secret_names
 from offload.batches.helper import RESULT_PREFIX, decode_diff
 from offload.batches.spec import Author, BatchSpec
 from offload.batches.store import BatchSpecRow, BatchStore, WorkspaceRow
@@ -84,19 +84,16 @@ class Results:
         self.db = db
         self.store = store or BatchStore(db)
 
-    async def _key_inputs(
-        self, spec: BatchSpec, spec_id: int
-    ) -> tuple[dict[str, str], dict[str, str]]:
-        """What step keys cover besides the workspace: secret values, mounted files' digests."""
+    async def _step_keys(self, spec: BatchSpec, spec_id: int) -> StepKeys:
+        """Keys cover, besides the workspace, the secrets' values and mounted files' digests."""
         try:
             values = await Secrets(self.db).values(secret_names(spec.steps))
         except UnknownSecret as exc:
             raise JobFailed(f"steps read {exc}") from exc
-        return values, await self.store.file_digests(spec_id)
+        return StepKeys(spec, values, await self.store.file_digests(spec_id))
 
     async def _keys(self, spec: BatchSpec, workspace: WorkspaceRow) -> list[str]:
-        values, digests = await self._key_inputs(spec, workspace.batch_spec_id)
-        return step_keys(spec, workspace, values, digests)
+        return (await self._step_keys(spec, workspace.batch_spec_id))(workspace)
 
     async def apply(
         self, row: BatchSpecRow, spec: BatchSpec, workspaces: Sequence[WorkspaceRow]
@@ -106,8 +103,8 @@ class Results:
         Thousands of workspaces go through here while a user waits for the preview: the
         lookups, the cache marks and the changeset specs each go to the database in bulk.
         """
-        values, digests = await self._key_inputs(spec, row.id)
-        keys = {w.id: step_keys(spec, w, values, digests) for w in workspaces}
+        step_keys = await self._step_keys(spec, row.id)
+        keys = {w.id: step_keys(w) for w in workspaces}
         every = [k for ks in keys.values() for k in ks]
         found: dict[str, Any] = {}
         for start in range(0, len(every), _CHUNK):

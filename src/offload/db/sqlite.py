@@ -25,8 +25,15 @@ BUSY_TIMEOUT_MS = 60_000
 _READS = ("SELECT", "PRAGMA", "EXPLAIN")
 
 
+# Values the driver takes as they are. Checked by exact type first: bulk writes of tens of
+# thousands of rows encode every value on the event loop.
+_AS_IS = frozenset({str, int, float, bool, bytes, type(None)})
+
+
 def encode(value: Any) -> Any:
     """A Python value as SQLite stores it (timestamps in SQLAlchemy's own text format)."""
+    if type(value) in _AS_IS:
+        return value
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
