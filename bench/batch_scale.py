@@ -74,7 +74,7 @@ shown <= 5 s. They are marked met or missed for whatever N was run. Results go t
 ``bench/results/batch_scale-<UTC timestamp>.json``. Run by hand, as root (the sandbox runtime's
 cgroups), with bubblewrap, umoci, git and busybox-static installed:
 
-    .venv/bin/python bench/batch_scale.py                   # 45,000 workspaces: 100-160 min
+    .venv/bin/python bench/batch_scale.py                   # 45,000 workspaces: 85-160 min
     .venv/bin/python bench/batch_scale.py --workspaces 300     # a quick check
 
 It imports the test helpers ``tests/support/fleet.py`` (server and executor processes) and
