@@ -33,25 +33,25 @@ What is measured, per run (``--runs``; medians of the runs are reported):
    over that floor-limited rate (1.0 would mean every slot did nothing but start runtimes and
    check out workspaces). Per-workspace wall time (``wall / N``) is shown beside it.
 
-2. **End to end**: ``offload batch preview -f SPEC --json --user bench`` is started as a process
-   (the user's command: it submits the spec, polls the server every 0.5 s until every workspace
-   finished, and prints the N operations); **wall time** runs from starting that process to its
-   exit, and **workspaces/s** = N / wall. The run fails unless all N workspaces completed and
-   N operations came back. While it runs, ``GET /api/queues`` is read every ``--progress``
-   seconds to print workspaces done / N, and the ``GET /api/batches/specs/{id}`` that the CLI
-   repeats every 0.5 s (progress only, while not done) is timed once per progress line, for
-   information. After it, the database's own timestamps split the wall time: submit to
-   resolution done, resolution, first workspace start to last workspace end (the execution
-   span, with its own rate), and each workspace job's duration. For information, the jobs'
-   log entries (p50 and mean of each: git commands, image check, host helper ``pre``, the
-   sandboxed step, helper ``post``) show where a job's time goes, and CPU seconds per
-   workspace are split by component from /proc (each process's own and its reaped
-   children's: the server's ``git upload-pack``, the executors' git and sandboxes;
-   with ``--postgres``, the backends serving the run's database). The machine's busy time
-   beyond them is shown as "unaccounted": other processes on the machine (and any process of
-   this run that none of these reaped); time stolen by the hypervisor (``steal`` in
-   /proc/stat: a virtual CPU ready to run while the host ran something else) is shown apart.
-   On a shared machine, read the figures with both.
+2. **End to end**: ``offload batch preview -f SPEC --json`` is started as a process, signed in
+   as the user ``bench`` (the user's command: it submits the spec, polls the server every 0.5 s
+   until every workspace finished, and prints the N operations); **wall time** runs from
+   starting that process to its exit, and **workspaces/s** = N / wall. The run fails unless all
+   N workspaces completed and N operations came back. While it runs, ``GET /api/queues`` is read
+   every ``--progress`` seconds to print workspaces done / N, and the ``GET
+   /api/batches/specs/{id}`` that the CLI repeats every 0.5 s (progress only, while not done) is
+   timed once per progress line, for information. After it, the database's own timestamps split
+   the wall time: submit to resolution done, resolution, first workspace start to last workspace
+   end (the execution span, with its own rate), and each workspace job's duration. For
+   information, the jobs' log entries (p50 and mean of each: git commands, image check, host
+   helper ``pre``, the sandboxed step, helper ``post``) show where a job's time goes, and CPU
+   seconds per workspace are split by component from /proc (each process's own and its reaped
+   children's: the server's ``git upload-pack``, the executors' git and sandboxes; with
+   ``--postgres``, the backends serving the run's database). The machine's busy time beyond them
+   is shown as "unaccounted": other processes on the machine (and any process of this run that
+   none of these reaped); time stolen by the hypervisor (``steal`` in /proc/stat: a virtual CPU
+   ready to run while the host ran something else) is shown apart. On a shared machine, read the
+   figures with both.
 
 3. **Preview shown**: the unchanged spec again, as a fresh ``offload batch preview -f SPEC``
    process (no ``--json``: it renders the N-row table, written to a file). The step cache
@@ -466,6 +466,13 @@ class Run:
         self.worker: Process | None = None
         self.spec_file = scratch / "spec.yaml"
         self.spec_file.write_text(SPEC)
+        # The user the spec is submitted as (its namespace and fair share).
+        self.token = ""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The bench user's Authorization header."""
+        return {"Authorization": f"token {self.token}"}
 
     def offload(self, *args: str) -> None:
         """Run an offload command; RuntimeError when it fails."""
@@ -476,6 +483,7 @@ class Run:
     def start(self, executors: list[str]) -> None:
         """Server, worker and executors, each waited for until it says it is ready."""
         self.fleet.start_server()
+        self.token = self.fleet.user(USER)
         args = ["worker"]
         for job in WORKER_JOBS:
             args += ["--job", job]
@@ -510,8 +518,8 @@ class Run:
         argv += ["--json"] if as_json else []
         with out.open("wb") as stdout, out.with_suffix(".err").open("wb") as stderr:
             return subprocess.Popen(
-                [*argv, "--user", USER],
-                env={**os.environ, **self.fleet.env},
+                argv,
+                env={**os.environ, **self.fleet.env, "OFFLOAD_TOKEN": self.token},
                 stdout=stdout,
                 stderr=stderr,
                 stdin=subprocess.DEVNULL,
@@ -574,7 +582,7 @@ class Run:
         """The batch preview of N workspaces, to the end, with progress; its figures."""
         n = self.params.workspaces
         out = self.scratch / "preview.json"
-        client = httpx.Client(base_url=self.fleet.base, timeout=120)
+        client = httpx.Client(base_url=self.fleet.base, timeout=120, headers=self.headers)
         load_before = os.getloadavg()[0]
         cpu_before = self.cpu()
         start = time.perf_counter()
@@ -692,7 +700,7 @@ class Run:
     def get_preview(self, spec_id: str) -> list[float]:
         """Seconds of each GET /api/batches/specs/{id} of the executed spec."""
         times = []
-        with httpx.Client(base_url=self.fleet.base, timeout=600) as client:
+        with httpx.Client(base_url=self.fleet.base, timeout=600, headers=self.headers) as client:
             for _ in range(self.params.samples):
                 start = time.perf_counter()
                 response = client.get(f"/api/batches/specs/{spec_id}")

@@ -410,7 +410,9 @@ def measure_floors(
     # delayed ACK); a new connection per request is shown beside it for information.
     floors: dict[str, list[float]] = {"http": http_floor(client, count)}
     fresh = httpx.Limits(max_keepalive_connections=0)
-    with httpx.Client(base_url=client.base_url, timeout=60, limits=fresh) as once:
+    with httpx.Client(
+        base_url=client.base_url, timeout=60, limits=fresh, headers=client.headers
+    ) as once:
         floors["http-new-connection"] = http_floor(once, count)
 
     async def sample_all() -> None:
@@ -581,13 +583,13 @@ def one_run(params: Params, engine: Engine | None, console: Console) -> dict[str
         ]
         try:
             fleet.start_server()
-            with httpx.Client(base_url=fleet.base, timeout=60) as client:
+            with httpx.Client(base_url=fleet.base, timeout=60, headers=fleet.headers) as client:
                 console.print("  floors")
                 floors = measure_floors(client, params, engine, scratch, mirror, commit)
             for n, (step, runtime) in enumerate(steps):
                 if n > 0:
                     restart_server(fleet)
-                with httpx.Client(base_url=fleet.base, timeout=60) as client:
+                with httpx.Client(base_url=fleet.base, timeout=60, headers=fleet.headers) as client:
                     if step == "latency":
                         console.print(f"  latency, {runtime}: {params.samples} sequential jobs")
                         jobs[runtime] = latency(fleet, client, runtime, params, engine)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +22,9 @@ POSTGRES_URL = os.environ.get(
     "OFFLOAD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# `offload login` keeps the CLI's sign-in in the user's config directory: the tests' commands
+# must neither read the developer's nor write one of their own there.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="offload-test-config-")
 DIALECTS = ["sqlite", "postgresql"]
 
 

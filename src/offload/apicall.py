@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 import typer
 from rich.console import Console
 
+from offload import credentials
 from offload.config import Settings
 from offload.http import client as http_client
 
 err = Console(stderr=True)
+T = TypeVar("T")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -20,13 +24,28 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def server_and_token() -> tuple[str, str | None]:
+    """The server to call and the token to call it with: OFFLOAD_URL and OFFLOAD_TOKEN, else
+    what `offload login` stored, else the local server without a token."""
+    settings = Settings()
+    stored = credentials.load()
+    url = settings.url or (stored.url if stored else None) or settings.server_url()
+    token = settings.token or (stored.token if stored and stored.url == url.rstrip("/") else None)
+    return url.rstrip("/"), token
+
+
 def api_client(timeout: float = 30.0) -> httpx.AsyncClient:
-    """A client of the server that OFFLOAD_URL (or host and port) names."""
-    return http_client(Settings().server_url(), timeout=timeout)
+    """A client of the signed-in server, sending its access token."""
+    url, token = server_and_token()
+    client = http_client(url, timeout=timeout)
+    if token:
+        client.headers["Authorization"] = f"token {token}"
+    return client
 
 
 async def call(client: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> Any:
-    """One API call's JSON answer; exits with the server's reason when it refuses."""
+    """One API call's JSON answer (None for 204); exits with the server's reason when it
+    refuses."""
     try:
         response = await client.request(method, path, **kwargs)
     except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
@@ -44,5 +63,21 @@ async def call(client: httpx.AsyncClient, method: str, path: str, **kwargs: Any)
             detail = response.json().get("detail", response.text)
         except ValueError:
             detail = response.text
-        raise fail(f"{detail}", 2 if response.status_code in (400, 404, 409) else 1)
+        if response.status_code == 401:
+            detail = (
+                f"{detail}; sign in with `offload login {client.base_url}` or set OFFLOAD_TOKEN"
+            )
+        raise fail(f"{detail}", 2 if response.status_code in (400, 404, 409, 422) else 1)
+    if response.status_code == 204 or not response.content:
+        return None
     return response.json()
+
+
+def api(work: Callable[[httpx.AsyncClient], Awaitable[T]], timeout: float = 30.0) -> T:
+    """Run `work(client)` against the signed-in server (a command's whole conversation)."""
+
+    async def main() -> T:
+        async with api_client(timeout) as client:
+            return await work(client)
+
+    return asyncio.run(main())

@@ -12,7 +12,6 @@ from typing import Annotated, Any, ClassVar, NoReturn
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.table import Table
 
 from offload import __version__, logs
 from offload.config import Settings
@@ -34,15 +33,25 @@ app.add_typer(migrate_app, name="migrate")
 def _add_feature_commands() -> None:
     # Each feature keeps its commands next to its code; this is the one place they meet.
     from offload.batches.cli import batch_app
-    from offload.dispatch.cli import executors_app, secrets_app
+    from offload.dispatch.cli import executors_app, queues_app
     from offload.executor.cli import executor_app
+    from offload.identity import cli as identity
     from offload.jobs.cli import jobs_app, run
     from offload.repos.cli import repos_app
+    from offload.secrets.cli import secrets_app
 
+    app.command()(identity.login)
+    app.command()(identity.logout)
+    app.command()(identity.whoami)
+    app.add_typer(identity.users_app, name="users")
+    app.add_typer(identity.orgs_app, name="orgs")
+    app.add_typer(identity.tokens_app, name="tokens")
+    app.command()(identity.audit)
     app.add_typer(repos_app, name="repos")
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(executor_app, name="executor")
     app.add_typer(executors_app, name="executors")
+    app.add_typer(queues_app, name="queues")
     app.add_typer(secrets_app, name="secrets")
     app.add_typer(batch_app, name="batch")
     app.command(context_settings={"allow_interspersed_args": False})(run)
@@ -68,17 +77,19 @@ def fail(message: str, code: int) -> NoReturn:
 
 def settings() -> Settings:
     """Settings from the environment and the global options; a bad value exits with code 2."""
-    from offload.queues import QueueSettingError, executor_queues
+    from offload.queues import QueueSettingError, executor_queue_names
+    from offload.secrets.cipher import KeySettingError, check_key_settings
 
     try:
         built = Settings(**State.overrides)
         built.database()
-        executor_queues(built)
+        executor_queue_names(built)
+        check_key_settings(built)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = "OFFLOAD_" + "_".join(str(p) for p in first["loc"]).upper()
         fail(f"{field}: {first['msg']} (got {first.get('input')!r})", 2)
-    except (DatabaseURLError, QueueSettingError) as exc:
+    except (DatabaseURLError, QueueSettingError, KeySettingError) as exc:
         fail(str(exc), 2)
     logs.configure(built.log_format, built.log_level)
     return built
@@ -275,44 +286,6 @@ def version() -> None:
         f"sqlite {sqlite3.sqlite_version}, {sys.platform}/{platform.machine()})",
         highlight=False,
     )
-
-
-@app.command()
-def queues() -> None:
-    """Show every queue: records per state and how long the oldest queued one has waited.
-
-    Example:
-
-        offload queues
-    """
-    config = settings()
-    from offload.db import schema
-    from offload.db.connect import connect
-    from offload.queue.states import State as RecordState
-    from offload.queue.store import SqlQueueStore
-    from offload.queues import record_queues
-
-    async def main() -> int:
-        url = config.database()
-        db = await connect(url, attempts=1)
-        try:
-            await schema.require_current(url)
-            table = Table("queue", *(s.value for s in RecordState), "oldest queued")
-            for spec in record_queues(config).values():
-                store = SqlQueueStore(db, spec)
-                counts = await store.counts()
-                age = await store.oldest_queued_age()
-                table.add_row(
-                    spec.name,
-                    *(str(counts[s]) for s in RecordState),
-                    f"{age.total_seconds():.1f}s" if age is not None else "-",
-                )
-            out.print(table)
-        finally:
-            await db.close()
-        return 0
-
-    run(main)
 
 
 _add_feature_commands()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
 import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from offload.db.url import DatabaseURL
@@ -85,14 +84,6 @@ class CodeHostConnection(BaseModel):
     repo_host: str | None = None
 
 
-def default_user() -> str:
-    """The login name of whoever runs the CLI."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "offload"
-
-
 def default_data_dir() -> Path:
     """`.offload` in the checkout when run from one, else the user's data directory."""
     root = checkout_root()
@@ -136,8 +127,23 @@ class Settings(BaseSettings):
     # Code hosts for repositories mirrored from a URL, as JSON, e.g.
     # [{"kind": "github", "url": "https://api.github.com", "token_secret": "GH_TOKEN"}]
     code_hosts: list[CodeHostConnection] = Field(default_factory=list)
-    # Who batch specs are submitted as from this machine's CLI (their owner and fair share).
-    user: str = Field(default_factory=default_user)
+    # Queues every namespace may use without a grant (`offload queues grant` for the others).
+    open_queues: QueueNames = Field(default_factory=lambda: ["default", "batches"])
+    # Audit log entries are deleted after this (identity.janitor).
+    audit_retention: Duration = timedelta(days=365)
+    # How long a browser session lasts after sign-in.
+    session_ttl: Duration = timedelta(days=7)
+    # Who may read /metrics, /healthz and /version: `public`, or `site-admin` (with a token).
+    status_routes: Literal["public", "site-admin"] = "public"
+    # The CLI's access token (else the one `offload login` stored).
+    token: str | None = None
+    # The key secrets are encrypted with (a Fernet key), or a file holding one; with neither,
+    # `encryption.key` in the data dir, made on first start (secrets/cipher.py).
+    encryption_key: SecretStr | None = None
+    encryption_key_file: Path | None = None
+    # Older keys, comma-separated, still accepted for reading while `offload secrets
+    # rotate-key` re-encrypts under the new one.
+    encryption_old_keys: SecretStr | None = None
     # The queues of generic jobs (`offload run --queue`); the first is the default. Executors
     # take from the ones named in their EXECUTOR_QUEUE_NAME(S), e.g. a `gpu` pool.
     job_queues: QueueNames = Field(default_factory=lambda: ["default"])

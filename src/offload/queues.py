@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from offload.batches import changesets, resolver, transform
 from offload.batches import queue as batches
 from offload.config import Settings
@@ -9,6 +11,7 @@ from offload.dispatch.queue import ExecutorQueue
 from offload.jobs import queue as jobs
 from offload.jobs.transform import to_executor_job
 from offload.queue.spec import QueueSpec
+from offload.secrets.store import Secrets
 
 
 class QueueSettingError(ValueError):
@@ -25,26 +28,39 @@ def record_queues(settings: Settings) -> dict[str, QueueSpec]:
     }
 
 
-def executor_queues(settings: Settings) -> dict[str, ExecutorQueue]:
-    """The queues executors consume, with their weights in multi-queue dequeues."""
+def executor_queue_names(settings: Settings) -> list[str]:
+    """The names of the queues executors consume; QueueSettingError if the weights name
+    another (checks the settings without building anything)."""
+    names = [*settings.job_queues, batches.NAME]
+    unknown = sorted(set(settings.executor_queue_weights) - set(names))
+    if unknown:
+        raise QueueSettingError(
+            f"OFFLOAD_EXECUTOR_QUEUE_WEIGHTS names {', '.join(unknown)}, which is not a queue; "
+            f"the queues are {', '.join(names)}"
+        )
+    return names
+
+
+def executor_queues(settings: Settings, secrets: Secrets) -> dict[str, ExecutorQueue]:
+    """The queues executors consume, with their weights in multi-queue dequeues; their
+    records become jobs with the secrets of `secrets`."""
+    executor_queue_names(settings)
     weights = settings.executor_queue_weights
     queues = {
-        name: ExecutorQueue(jobs.spec(name), to_executor_job, weight=weights.get(name, 1))
+        name: ExecutorQueue(
+            jobs.spec(name),
+            partial(to_executor_job, secrets=secrets),
+            weight=weights.get(name, 1),
+        )
         for name in settings.job_queues
     }
     queues[batches.NAME] = ExecutorQueue(
         batches.SPEC,
-        transform.to_executor_job,
+        partial(transform.to_executor_job, secrets=secrets),
         weight=weights.get(batches.NAME, 1),
-        finish=transform.finish,
+        finish=partial(transform.finish, secrets=secrets),
     )
-    unknown = sorted(set(weights) - set(queues))
-    if unknown:
-        raise QueueSettingError(
-            f"OFFLOAD_EXECUTOR_QUEUE_WEIGHTS names {', '.join(unknown)}, which is not a queue; "
-            f"the queues are {', '.join(queues)}"
-        )
     return queues
 
 
-__all__ = ["QueueSettingError", "executor_queues", "record_queues"]
+__all__ = ["QueueSettingError", "executor_queue_names", "executor_queues", "record_queues"]

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from offload import credentials
 from offload.config import Settings
 from offload.db import schema
 from offload.db.connect import connect
 from offload.dispatch.access import executor_token
+from offload.identity.bootstrap import create_first_admin
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,22 @@ class Child:
     env: dict[str, str] = field(default_factory=dict)
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
+
+
+async def first_start(settings: Settings, address: str) -> None:
+    """On a database with no users: the first site admin, shown once; the CLI of whoever runs
+    `offload up` is signed in as them when it is signed in nowhere yet (the laptop mode)."""
+    db = await connect(settings.database(), attempts=1)
+    try:
+        first = await create_first_admin(db)
+    finally:
+        await db.close()
+    if first is None:
+        return
+    print(first.message(address), file=sys.stderr, flush=True)
+    if credentials.load() is None:
+        where = credentials.save(credentials.Credentials(address, first.token))
+        print(f"  this machine's CLI is signed in as {first.username} ({where})", file=sys.stderr)
 
 
 async def executor_env(settings: Settings, port: int) -> dict[str, str]:
@@ -86,6 +104,7 @@ async def run_up(settings: Settings, common_args: list[str]) -> int:
     log.info("database %s at schema revision %s", url.redacted(), found.current)
     port = settings.port or free_port(settings.host)
     worker_port = settings.worker_port or free_port(settings.worker_host)
+    await first_start(settings, settings.url or f"http://{settings.host}:{port}")
     env = {
         **os.environ,
         "OFFLOAD_DATA_DIR": str(settings.data_dir),

@@ -17,7 +17,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from busybox import BusyboxMissing, build_rootfs, build_tarball
 from ci import unavailable
@@ -92,6 +91,13 @@ class Batches:
         self.fleet = fleet
         self.tmp = tmp
         self.worker: Process | None = None
+        self.tokens: dict[str, str] = {}
+
+    def token(self, user: str) -> str:
+        """A token of `user`, who is created the first time."""
+        if user not in self.tokens:
+            self.tokens[user] = self.fleet.user(user)
+        return self.tokens[user]
 
     def start_worker(self) -> None:
         env = {**self.fleet.env, "OFFLOAD_BATCHES_SYNC_INTERVAL": "0.5s"}
@@ -102,7 +108,9 @@ class Batches:
         self.worker.wait_for("offload worker listening")
 
     def cli(self, *args: str, user: str = "alice", stdin: str | None = None) -> Any:
-        result = self.fleet.offload("batch", *args, "--user", user, stdin=stdin, timeout=300)
+        result = self.fleet.offload(
+            "batch", *args, stdin=stdin, timeout=300, token=self.token(user)
+        )
         return result
 
     def preview(self, text: str, user: str = "alice") -> dict[str, Any]:
@@ -126,13 +134,13 @@ class Batches:
         raise AssertionError(f"changesets are {view.get('changesets')}, not {want}: {view}")
 
     def workspaces(self, spec_id: str) -> list[dict[str, Any]]:
-        response = httpx.get(f"{self.fleet.base}/api/batches/specs/{spec_id}/workspaces")
+        response = self.fleet.api("GET", f"/api/batches/specs/{spec_id}/workspaces")
         assert response.status_code == 200, response.text
         return list(response.json())
 
     def logs(self, name: str, spec_id: str, user: str = "alice") -> list[dict[str, Any]]:
-        response = httpx.get(
-            f"{self.fleet.base}/api/batches/changes/{user}/{name}/logs", params={"spec": spec_id}
+        response = self.fleet.api(
+            "GET", f"/api/batches/changes/{user}/{name}/logs", params={"spec": spec_id}
         )
         assert response.status_code == 200, response.text
         return list(response.json())
@@ -264,7 +272,7 @@ def test_preview_apply_pull_requests_merge_and_the_step_cache(batches: Batches) 
     deadline = time.monotonic() + 60
     pull: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        pull = httpx.get(f"{batches.fleet.base}/api/pulls/repo-01/{number}").json()
+        pull = batches.fleet.api("GET", f"/api/pulls/repo-01/{number}").json()
         if "again" in pull["body"]:
             break
         time.sleep(0.3)
@@ -287,7 +295,7 @@ def test_preview_apply_pull_requests_merge_and_the_step_cache(batches: Batches) 
     assert "the COLOR of repo-01" in git(
         "show", "batch/fix-colour:README.md", cwd=_hosted(tmp, "repo-01")
     )
-    closed = httpx.get(f"{batches.fleet.base}/api/pulls", params={"repo": "repo-17"}).json()
+    closed = batches.fleet.api("GET", "/api/pulls", params={"repo": "repo-17"}).json()
     assert [p["state"] for p in closed] == ["closed"]
 
     # Another batch change tracks an existing pull request (importChangesets).
@@ -305,13 +313,13 @@ def test_preview_apply_pull_requests_merge_and_the_step_cache(batches: Batches) 
     assert closing.returncode == 0 and "9 changeset(s)" in closing.stdout, closing.stderr
     view = batches.wait_status("fix-colour", {"closed": 9})
     assert view["closed"] is True
-    still_open = httpx.get(f"{batches.fleet.base}/api/pulls", params={"state": "open"}).json()
+    still_open = batches.fleet.api("GET", "/api/pulls", params={"state": "open"}).json()
     assert still_open == []
 
 
 def test_a_failing_workspace_keeps_its_logs_and_retry_runs_only_it(batches: Batches) -> None:
     fleet = batches.fleet
-    secret = fleet.offload("secrets", "set", "FLAKY", stdin="fail")
+    secret = fleet.offload("secrets", "set", "FLAKY", "--global", stdin="fail")
     assert secret.returncode == 0, secret.stderr
     text = f"""\
 name: flaky
@@ -338,7 +346,7 @@ changesetTemplate:
     assert logs.returncode == 0 and "cannot edit repo-03" in logs.stdout, logs.stdout
     before = {w["repo"]: w for w in batches.workspaces(view["id"])}
 
-    fleet.offload("secrets", "set", "FLAKY", stdin="ok")
+    fleet.offload("secrets", "set", "FLAKY", "--global", stdin="ok")
     retried = batches.cli("retry", "flaky")
     assert retried.returncode == 0 and "queued 1 workspace" in retried.stdout, retried.stderr
     deadline = time.monotonic() + 60
@@ -362,17 +370,15 @@ def test_invalid_spec_is_refused_with_its_position_and_nothing_is_queued(
     )
     assert result.returncode == 1
     assert "<stdin>:3:" in result.stderr and "nothing was queued" in result.stderr
-    queues = httpx.get(f"{batches.fleet.base}/api/queues").json()
+    queues = batches.fleet.api("GET", "/api/queues").json()
     counts = {q["queue"]: q["counts"] for q in queues}
     assert sum(counts["batch_resolutions"].values()) == 0
     assert sum(counts["batches"].values()) == 0
 
 
 def _submit(batches: Batches, user: str, text: str) -> str:
-    response = httpx.post(
-        f"{batches.fleet.base}/api/batches/specs",
-        json={"spec": text, "user": user},
-        timeout=30,
+    response = batches.fleet.api(
+        "POST", "/api/batches/specs", token=batches.token(user), json={"spec": text}
     )
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
@@ -475,7 +481,7 @@ changesetTemplate:
     assert all(w["state"] == "completed" for w in logs)
     workspaces = {w["repo"]: w for w in batches.workspaces(first["id"])}
     assert set(workspaces) == {"repo-00", "repo-01"}
-    specs = httpx.get(f"{batches.fleet.base}/api/batches/specs/{first['id']}").json()
+    specs = batches.fleet.api("GET", f"/api/batches/specs/{first['id']}").json()
     assert [o["added"] for o in specs["operations"]] == [2, 2]
     assert preview()["states"] == {"cached": 2}
     # The mounted file's content is part of the step's cache key.
@@ -561,6 +567,6 @@ def test_preview_local_with_a_runtime_that_cannot_run_says_so_and_submits_nothin
     result = local.cli("preview", "-f", "-", "--local", stdin=spec_text())
     assert result.returncode == 2, result.stderr
     assert "EXECUTOR_BACKEND" in result.stderr and "sandbox" in result.stderr, result.stderr
-    queues = httpx.get(f"{local.fleet.base}/api/queues").json()
+    queues = local.fleet.api("GET", "/api/queues").json()
     counts = {q["queue"]: q["counts"] for q in queues}
     assert sum(counts["batch_resolutions"].values()) == 0

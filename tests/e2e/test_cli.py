@@ -66,7 +66,7 @@ def test_help_of_every_command_has_examples() -> None:
 
 
 def test_malformed_database_url_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
-    for command in (["server"], ["worker"], ["queues"], ["migrate", "up"]):
+    for command in (["server"], ["worker"], ["migrate", "status"], ["migrate", "up"]):
         result = offload(*command, env={"OFFLOAD_DATABASE_URL": "postgres//nohost"})
         assert result.returncode == 2, (command, result.stderr)
         lines = result.stderr.strip().splitlines()
@@ -136,11 +136,11 @@ def test_migrate_status_and_up(db_url: DatabaseURL, tmp_path: Path) -> None:
     assert result.returncode == 0 and "up to date" in result.stdout
     empty = {"OFFLOAD_DATA_DIR": str(tmp_path / "fresh")}
     assert offload("migrate", "status", env=empty).returncode == 3
-    refused = offload("queues", env=empty)
+    refused = offload("server", "--port", "0", env=empty)
     assert refused.returncode == 1 and "offload migrate up" in refused.stderr
     assert offload("migrate", "up", env=empty).returncode == 0
-    shown = offload("queues", env=empty)
-    assert shown.returncode == 0 and "default" in shown.stdout
+    shown = offload("migrate", "status", env=empty)
+    assert shown.returncode == 0 and "up to date" in shown.stdout
 
 
 def test_offload_up_runs_server_and_worker_until_sigterm(tmp_path: Path) -> None:
@@ -200,16 +200,22 @@ def test_server_serves_health_metrics_and_stops_cleanly(db_url: DatabaseURL) -> 
         text=True,
     )
     assert process.stderr is not None
-    line = process.stderr.readline()
-    match = re.search(r"offload server listening on (http://\S+)", line)
-    assert match, line
+    seen = ""
+    while not (match := re.search(r"offload server listening on (http://\S+)", seen)):
+        line = process.stderr.readline()
+        assert line, seen
+        seen += line
     address = match.group(1)
+    token = re.search(r"echo (offload_\w+) \| offload login", seen)
+    assert token, seen
     try:
         assert httpx.get(f"{address}/healthz", timeout=5).json()["status"] == "ok"
         assert "version" in httpx.get(f"{address}/version", timeout=5).json()
         exposition = httpx.get(f"{address}/metrics", timeout=5).text
         assert 'offload_queue_oldest_queued_seconds{queue="default"} 0.0' in exposition
-        queues = httpx.get(f"{address}/api/queues", timeout=5).json()
+        assert httpx.get(f"{address}/api/queues", timeout=5).status_code == 401
+        headers = {"Authorization": f"token {token.group(1)}"}
+        queues = httpx.get(f"{address}/api/queues", headers=headers, timeout=5).json()
         assert queues[0]["queue"] == "default" and queues[0]["counts"]["queued"] == 0
     finally:
         process.send_signal(signal.SIGTERM)

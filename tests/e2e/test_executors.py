@@ -266,6 +266,10 @@ def test_offload_run_streams_the_log_and_exits_with_the_job_code(fleet: Fleet) -
 def test_offload_run_queue_reaches_only_that_queues_executors(fleet: Fleet) -> None:
     fleet.start_executor("exec-gpu", slots=1, EXECUTOR_QUEUE_NAME="gpu")
     waiting = fleet.submit("demo", ["true"])  # the default queue, which no executor takes
+    refused = fleet.offload("run", "--repo", "demo", "--queue", "gpu", "--", "true")
+    assert refused.returncode != 0
+    assert "admin may not use the gpu queue" in refused.stderr
+    assert fleet.offload("queues", "grant", "gpu", "--user", "admin").returncode == 0
     result = fleet.offload("run", "--repo", "demo", "--queue", "gpu", "--", "sh", "-c", "echo hi")
     assert result.returncode == 0, result.stderr
     assert "hi" in result.stdout
@@ -297,7 +301,7 @@ def test_the_docker_runtime_runs_a_job_through_a_real_engine(fleet: Fleet, tmp_p
         result = fleet.offload("run", "--repo", "demo", "--image", image, "--", "sh", "-c", command)
         assert result.returncode != 0  # wget: the container has no network
         assert "hello from demo" in result.stdout
-        (job,) = httpx.get(f"{fleet.base}/api/jobs", timeout=30).json()
+        (job,) = fleet.api("GET", "/api/jobs").json()
         assert (job["state"], job["executor"]) == ("failed", "exec-docker")
         assert job["exitCode"] not in (None, 0)
         assert "step.docker.run" in [str(e["key"]) for e in fleet.logs(int(job["id"]))]

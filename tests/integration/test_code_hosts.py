@@ -8,11 +8,12 @@ import pytest
 
 from offload.config import CodeHostConnection
 from offload.db.base import Database
-from offload.dispatch.secrets import Secrets
 from offload.repos.codehosts.base import CodeHostError
 from offload.repos.codehosts.hosts import CodeHosts, source_location
 from offload.repos.mirror import Mirrors
 from offload.repos.registry import RepoRegistry
+from offload.secrets.cipher import Cipher, new_key
+from offload.secrets.store import GLOBAL, Secrets
 
 GITHUB = CodeHostConnection(kind="github", url="https://api.github.com", token_secret="GH_TOKEN")
 GITLAB = CodeHostConnection(
@@ -42,8 +43,17 @@ async def test_each_repository_gets_its_hosts_client_under_its_path_there(
     await registry.add("https://github.com/acme/api.git", name="api")
     await registry.add("https://gitlab.example.com/group/proj.git", name="proj")
     await registry.add("https://bitbucket.example.com/x/y.git", name="elsewhere")
-    await Secrets(db).set("GH_TOKEN", "ghp-secret")
-    hosts = CodeHosts(db, registry, Mirrors(tmp_path / "mirrors"), connections=[GITHUB, GITLAB])
+    secrets = Secrets(db, Cipher(new_key()))
+    await secrets.set(GLOBAL, "GH_TOKEN", "ghp-secret")
+    # Code host tokens are the site's: a user's secret of the same name is not one.
+    await secrets.set("olive", "GL_TOKEN", "olive-token")
+    hosts = CodeHosts(
+        db,
+        registry,
+        Mirrors(tmp_path / "mirrors"),
+        secrets=secrets,
+        connections=[GITHUB, GITLAB],
+    )
 
     assert (await hosts.for_repo("hosted")).kind == "builtin"
     github = await hosts.for_repo("api")
@@ -52,7 +62,7 @@ async def test_each_repository_gets_its_hosts_client_under_its_path_there(
     assert github.push_url("api") == "https://x-access-token:ghp-secret@github.com/acme/api.git"
     with pytest.raises(CodeHostError, match="secret GL_TOKEN is not set"):
         await hosts.for_repo("proj")
-    await Secrets(db).set("GL_TOKEN", "glpat-secret")
+    await secrets.set(GLOBAL, "GL_TOKEN", "glpat-secret")
     gitlab = await hosts.for_repo("proj")
     assert gitlab.kind == "gitlab"
     assert (

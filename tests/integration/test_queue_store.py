@@ -285,7 +285,7 @@ async def test_queues_that_share_a_table_see_only_their_own_rows(db: Database) -
     assert await default.get(mine) is None and await gpu.get(theirs) is None
     assert await default.cancel(mine) is None
     (record,) = await gpu.dequeue("h", limit=5)
-    assert (record.id, record.queue, record.fields) == (mine, "gpu", {"payload": {"n": 1}})
+    assert (record.id, record.queue, record.fields["payload"]) == (mine, "gpu", {"n": 1})
     assert await gpu.dequeue("h", limit=5) == []
     clock.advance(timedelta(minutes=5))
     assert (await default.reset_stalled()).reset_ids == []

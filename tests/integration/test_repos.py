@@ -9,15 +9,16 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from access_site import served as served_site
 from fastapi import FastAPI, HTTPException, Request
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from offload.config import Settings
 from offload.db.base import Database
@@ -302,82 +303,77 @@ async def test_concurrent_syncs_of_one_mirror_wait_for_each_other_and_leave_it_s
 
 
 @pytest.fixture
-def cli_env(db_url: DatabaseURL, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """The environment `offload repos` reads, and the logging it reconfigures put back after."""
+async def cli_env(
+    db: Database, db_url: DatabaseURL, tmp_path: Path
+) -> AsyncIterator[dict[str, str]]:
+    """A served offload and the environment `offload repos` reads to reach it as a site admin
+    (the logging the commands reconfigure is put back after)."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    yield {
-        "OFFLOAD_DATABASE_URL": db_url.raw,
-        "OFFLOAD_DATA_DIR": str(tmp_path / "data"),
-        "COLUMNS": "250",
-    }
+    async with served_site(db, db_url, tmp_path / "site") as site:
+        yield {
+            "OFFLOAD_URL": site.url,
+            "OFFLOAD_TOKEN": site.tokens["admin"],
+            "OFFLOAD_DATA_DIR": str(tmp_path / "cli"),
+            "COLUMNS": "250",
+        }
     root.handlers[:] = handlers
     root.setLevel(level)
 
 
-def test_repos_commands_add_list_and_sync(cli_env: dict[str, str], tmp_path: Path) -> None:
+async def test_repos_commands_add_list_and_sync(cli_env: dict[str, str], tmp_path: Path) -> None:
     runner = CliRunner()
+
+    async def invoke(*args: str) -> Result:
+        # The command runs its own event loop; the server answers on this one.
+        return await asyncio.to_thread(runner.invoke, repos_app, list(args), env=cli_env)
+
     commits = make_source(tmp_path / "alpha")
     make_source(tmp_path / "beta")
 
-    added = runner.invoke(repos_app, ["add", str(tmp_path / "alpha")], env=cli_env)
+    added = await invoke("add", str(tmp_path / "alpha"))
     assert added.exit_code == 0, added.output
     assert "added alpha" in added.stdout
     assert "default branch: main" in added.stdout
     assert f"head commit:    {commits['second']}" in added.stdout
-    added = runner.invoke(
-        repos_app, ["add", f"file://{tmp_path}/beta", "-n", "t/beta"], env=cli_env
-    )
+    added = await invoke("add", f"file://{tmp_path}/beta", "-n", "t/beta")
     assert added.exit_code == 0, added.output
 
-    again = runner.invoke(repos_app, ["add", str(tmp_path / "alpha")], env=cli_env)
-    assert again.exit_code == 1 and "'alpha' is already registered" in again.stderr
-    bad = runner.invoke(repos_app, ["add", str(tmp_path / "alpha"), "--name", "x/.y"], env=cli_env)
+    again = await invoke("add", str(tmp_path / "alpha"))
+    assert again.exit_code == 2 and "'alpha' is already registered" in again.stderr
+    bad = await invoke("add", str(tmp_path / "alpha"), "--name", "x/.y")
     assert bad.exit_code == 2 and "repository name 'x/.y' is not valid" in bad.stderr
 
     shutil.rmtree(tmp_path / "beta")
     new_head = commit(tmp_path / "alpha", "z", "z\n", "z")
-    synced = runner.invoke(repos_app, ["sync"], env=cli_env)
+    synced = await invoke("sync")
     assert synced.exit_code == 1
-    assert "syncing 2 repositories" in synced.stdout
+    assert "syncing every repository" in synced.stdout
     assert f"synced alpha: main at {new_head[:12]}" in synced.stdout
     assert "failed t/beta: git" in synced.stdout
-    assert "1 of 2 repositories failed to sync: t/beta" in synced.stderr
+    assert "1 of 3 repositories failed to sync: t/beta" in synced.stderr
 
-    one = runner.invoke(repos_app, ["sync", "alpha"], env=cli_env)
+    one = await invoke("sync", "alpha")
     assert one.exit_code == 0 and "syncing 1 repository" in one.stdout
-    missing = runner.invoke(repos_app, ["sync", "gamma"], env=cli_env)
-    assert missing.exit_code == 1 and "no repository named 'gamma'" in missing.stderr
+    missing = await invoke("sync", "gamma")
+    assert missing.exit_code == 2 and "no repository named 'gamma'" in missing.stderr
 
-    listed = runner.invoke(repos_app, ["list"], env=cli_env)
+    listed = await invoke("list")
     assert listed.exit_code == 0, listed.output
     rows = {line.split()[1]: line for line in listed.stdout.splitlines() if "│" in line}
     assert "main" in rows["alpha"] and new_head[:12] in rows["alpha"]
     assert "never" in rows["t/beta"] or "UTC" in rows["t/beta"]
     assert "does not appear" in listed.stdout  # t/beta's last error
 
-    removed = runner.invoke(repos_app, ["remove", "t/beta"], env=cli_env)
+    removed = await invoke("remove", "t/beta")
     assert removed.exit_code == 0 and "removed t/beta" in removed.stdout
-    assert not (tmp_path / "data" / "repos" / "t").exists()
+    assert not (tmp_path / "site" / "data" / "repos" / "t").exists()
+    # The command line only talked to the server: it made no database of its own.
+    assert not (tmp_path / "cli").exists()
 
     for command in (["add"], ["list"], ["sync"], ["remove"]):
-        shown = runner.invoke(repos_app, [*command, "--help"], env=cli_env)
+        shown = await invoke(*command, "--help")
         assert shown.exit_code == 0 and "Example" in shown.stdout, command
-
-
-@pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)
-def test_repos_commands_refuse_an_outdated_schema(
-    empty_db_url: DatabaseURL, tmp_path: Path
-) -> None:
-    root = logging.getLogger()
-    handlers = root.handlers[:]
-    env = {"OFFLOAD_DATABASE_URL": empty_db_url.raw, "OFFLOAD_DATA_DIR": str(tmp_path)}
-    try:
-        result = CliRunner().invoke(repos_app, ["list"], env=env)
-    finally:
-        root.handlers[:] = handlers
-    assert result.exit_code == 1
-    assert "run `offload migrate up` first" in result.stderr
 
 
 # -- git smart-HTTP ------------------------------------------------------------------------------

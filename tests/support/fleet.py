@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -104,6 +105,8 @@ class Fleet:
     job_queues: str = "default,gpu"
     server: Process | None = None
     executors: list[Process] = field(default_factory=list)
+    # The first site admin's token, as the server printed it on its first start.
+    admin_token: str = ""
 
     @property
     def env(self) -> dict[str, str]:
@@ -114,7 +117,13 @@ class Fleet:
             "OFFLOAD_URL": self.base,
             "OFFLOAD_WORKER_PORT": "0",
             "OFFLOAD_JOB_QUEUES": self.job_queues,
+            **({"OFFLOAD_TOKEN": self.admin_token} if self.admin_token else {}),
         }
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The site admin's Authorization header."""
+        return {"Authorization": f"token {self.admin_token}"}
 
     @property
     def base(self) -> str:
@@ -122,12 +131,12 @@ class Fleet:
         return f"http://127.0.0.1:{self.port}"
 
     def offload(
-        self, *args: str, stdin: str | None = None, timeout: float = 120
+        self, *args: str, stdin: str | None = None, timeout: float = 120, token: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Run an offload command against this fleet."""
+        """Run an offload command against this fleet (as the site admin, or with `token`)."""
         return subprocess.run(
             [sys.executable, "-m", "offload", *args],
-            env={**os.environ, **self.env},
+            env={**os.environ, **self.env, **({"OFFLOAD_TOKEN": token} if token else {})},
             input=stdin,
             capture_output=True,
             text=True,
@@ -140,6 +149,27 @@ class Fleet:
         self.server = spawn("server", args, self.env)
         found = self.server.wait_for(r"offload server listening on http://127\.0\.0\.1:(\d+)")
         self.port = int(found.group(1))
+        if not self.admin_token:
+            self.admin_token = self.server.wait_for(r"echo (offload_\w+) \| offload login").group(1)
+
+    def api(
+        self, method: str, path: str, token: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """One API call as the site admin (or with `token`)."""
+        headers = {"Authorization": f"token {token or self.admin_token}"}
+        return httpx.request(method, f"{self.base}{path}", headers=headers, timeout=60, **kwargs)
+
+    def user(self, username: str, *, orgs: tuple[str, ...] = ()) -> str:
+        """A new user (member of `orgs`, created when missing); a token of theirs."""
+        created = self.api("POST", "/api/users", json={"username": username})
+        assert created.status_code == 201, created.text
+        for org in orgs:
+            self.api("POST", "/api/orgs", json={"name": org})
+            added = self.api("PUT", f"/api/orgs/{org}/members/{username}", json={"role": "member"})
+            assert added.status_code == 204, added.text
+        made = self.api("POST", f"/api/users/{username}/tokens", json={"note": "test"})
+        assert made.status_code == 201, made.text
+        return str(made.json()["token"])
 
     def token(self) -> str:
         """The executor token."""
@@ -169,19 +199,17 @@ class Fleet:
 
     def submit(self, repo: str, command: list[str], **fields: object) -> int:
         """Enqueue a generic job through the API; its id."""
-        response = httpx.post(
-            f"{self.base}/api/jobs", json={"repo": repo, "command": command, **fields}, timeout=30
-        )
+        response = self.api("POST", "/api/jobs", json={"repo": repo, "command": command, **fields})
         assert response.status_code == 201, response.text
         return int(response.json()["id"])
 
     def job(self, job_id: int) -> dict[str, object]:
         """The job as the API shows it."""
-        return dict(httpx.get(f"{self.base}/api/jobs/{job_id}", timeout=30).json())
+        return dict(self.api("GET", f"/api/jobs/{job_id}").json())
 
     def logs(self, job_id: int) -> list[dict[str, object]]:
         """The job's log entries."""
-        return list(httpx.get(f"{self.base}/api/jobs/{job_id}/logs", timeout=30).json())
+        return list(self.api("GET", f"/api/jobs/{job_id}/logs").json())
 
     def wait_state(self, job_id: int, states: set[str], timeout: float = 60) -> dict[str, object]:
         """Poll until the job is in one of `states`."""

@@ -22,11 +22,13 @@ def test_statements_are_filled_from_the_spec_and_leave_no_placeholders() -> None
         statements = Statements(dialect, job_queue("gpu"))  # type: ignore[arg-type]
         for name in load(dialect):
             assert "{" not in statements[name].replace("{}", ""), (dialect, name)
+        columns = "payload, namespace, submitted_by"
         assert (
-            "INSERT INTO jobs (state, queued_at, process_after, payload, queue)"
+            f"INSERT INTO jobs (state, queued_at, process_after, {columns}, queue)"
             in statements["enqueue"]
         )
-        assert "VALUES ('queued', :now, :process_after, :payload, 'gpu')" in statements["enqueue"]
+        values = "VALUES ('queued', :now, :process_after, :payload, :namespace, :submitted_by"
+        assert f"{values}, 'gpu')" in statements["enqueue"]
         # Every statement that picks rows by state, not by a lease, sees only its queue's rows.
         for name in ("dequeue", "reset_stalled", "fail_stalled", "counts", "oldest_queued"):
             assert "AND queue = 'gpu'" in statements[name], (dialect, name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -16,7 +16,15 @@ from offload.batches.service import BatchService
 from offload.config import Settings
 from offload.db.base import Database
 from offload.dispatch.dispatcher import Dispatcher
+from offload.dispatch.grants import QueueGrants
 from offload.dispatch.registry import ExecutorRegistry
+from offload.dispatch.routes import dispatch_router
+from offload.identity.audit import AuditLog
+from offload.identity.authenticator import Authenticator
+from offload.identity.principal import Principal
+from offload.identity.ratelimit import SignInLimiter
+from offload.identity.routes import identity_router
+from offload.identity.sessions import Sessions
 from offload.jobs.routes import jobs_router
 from offload.jobs.service import JobService
 from offload.protocol import routes
@@ -27,25 +35,39 @@ from offload.repos.githttp import git_router
 from offload.repos.mirror import Mirrors
 from offload.repos.pulls import PullRequests, PullRequestStore
 from offload.repos.registry import RepoRegistry
-from offload.repos.routes import pulls_router
+from offload.repos.routes import pulls_router, repos_router
+from offload.repos.syncer import Syncer
+from offload.secrets.cipher import Cipher
+from offload.secrets.routes import secrets_router
+from offload.secrets.store import Secrets
 
 
 def create_app(db: Database, settings: Settings) -> FastAPI:
     """The server application over an open database."""
-    app = FastAPI(title="offload", version=__version__)
+    # The API's description is served to signed-in users only (below), like every other route.
+    app = FastAPI(
+        title="offload", version=__version__, openapi_url=None, docs_url=None, redoc_url=None
+    )
+    secrets = Secrets(db, Cipher.from_settings(settings))
     stores = [SqlQueueStore(db, spec) for spec in record_queues(settings).values()]
-    dispatcher = Dispatcher(db, executor_queues(settings))
+    queues = executor_queues(settings, secrets)
+    dispatcher = Dispatcher(db, queues)
     registry = ExecutorRegistry(db)
-    auth = ExecutorAuth(db, dispatcher.tokens)
+    executor_auth = ExecutorAuth(db, dispatcher.tokens)
+    sessions = Sessions(db, ttl=settings.session_ttl)
+    auth = Authenticator(db, sessions)
+    audit = AuditLog(db)
+    grants = QueueGrants(db, settings.open_queues)
     app.state.dispatcher = dispatcher
-    app.state.executor_auth = auth
-    app.include_router(executor_router(dispatcher, registry, auth))
+    app.state.executor_auth = executor_auth
+    app.state.auth = auth
+    app.include_router(executor_router(dispatcher, registry, executor_auth))
     repos = RepoRegistry(db)
     mirrors = Mirrors.in_data_dir(settings.data_dir)
 
     async def job_may_fetch(request: Request, repo: str) -> None:
         # Executors fetch with their job's token, and only their job's repository.
-        await auth.require_job(request, repo=repo)
+        await executor_auth.require_job(request, repo=repo)
 
     app.include_router(
         git_router(repos, mirrors, authorize=job_may_fetch), prefix=routes.PREFIX + "/git"
@@ -59,9 +81,20 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
             raise LookupError(f"repository {repo} has no revision {rev!r}")
         return commit
 
-    app.include_router(jobs_router(JobService(db, resolve, settings.job_queues)))
-    app.include_router(batches_router(BatchService(db), dispatcher))
-    app.include_router(pulls_router(PullRequests(PullRequestStore(db), repos, mirrors)))
+    jobs = JobService(db, resolve, settings.job_queues, secrets=secrets, grants=grants)
+    app.include_router(identity_router(auth, sessions, audit, SignInLimiter()))
+    app.include_router(jobs_router(jobs, auth, audit))
+    app.include_router(batches_router(BatchService(db), dispatcher, grants, auth, audit))
+    app.include_router(
+        pulls_router(PullRequests(PullRequestStore(db), repos, mirrors), auth, audit)
+    )
+    app.include_router(repos_router(Syncer(repos, mirrors), auth, audit))
+    app.include_router(dispatch_router(stores, list(queues), grants, registry, auth, audit))
+    app.include_router(secrets_router(secrets, auth, audit))
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    async def openapi(_: Principal = Depends(auth.require)) -> dict[str, Any]:
+        return app.openapi()
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
@@ -73,34 +106,26 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
             return PlainTextResponse(message, status_code=400)
         return JSONResponse({"detail": exc.errors()}, status_code=422)
 
-    @app.get("/healthz")
+    async def status_reader(request: Request) -> Principal | None:
+        # Open to monitoring by default; a site admin's token once OFFLOAD_STATUS_ROUTES says so.
+        if settings.status_routes == "public":
+            return None
+        return await auth.require_site_admin(request)
+
+    @app.get("/healthz", dependencies=[Depends(status_reader)])
     async def healthz() -> dict[str, Any]:
         await db.fetch("SELECT 1")
         return {"status": "ok", "version": __version__}
 
-    @app.get("/version")
+    @app.get("/version", dependencies=[Depends(status_reader)])
     async def version() -> dict[str, str]:
         return {"version": __version__}
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=[Depends(status_reader)])
     async def prometheus() -> Response:
         # Fresh at every scrape: the server runs no periodic job of its own.
         for store in stores:
             await measure(store)
         return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
-
-    @app.get("/api/queues")
-    async def queues() -> list[dict[str, Any]]:
-        out = []
-        for store in stores:
-            age = await store.oldest_queued_age()
-            out.append(
-                {
-                    "queue": store.spec.name,
-                    "counts": {s.value: n for s, n in (await store.counts()).items()},
-                    "oldest_queued_seconds": age.total_seconds() if age else None,
-                }
-            )
-        return out
 
     return app

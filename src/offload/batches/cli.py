@@ -128,7 +128,12 @@ def validate(file: SpecFile) -> None:
 
 POLL = 0.5
 User = Annotated[
-    str | None, typer.Option("--user", help="Whose batch change (default: OFFLOAD_USER or you).")
+    str | None,
+    typer.Option(
+        "--namespace",
+        "--org",
+        help="Whose batch change: an organization of yours (default: you, the signed-in user).",
+    ),
 ]
 Name = Annotated[str, typer.Argument(help="The batch change's name (the spec's `name`).")]
 SpecId = Annotated[
@@ -153,10 +158,11 @@ Slots = Annotated[
 ]
 
 
-def _user(user: str | None) -> str:
-    from offload.config import Settings
+async def _user(client: httpx.AsyncClient, user: str | None) -> str:
+    """The namespace given, or the signed-in user's own."""
+    from offload.apicall import call
 
-    return user or Settings().user
+    return user or str((await call(client, "GET", "/api/me"))["username"])
 
 
 def _columns(rows: list[list[str]], header: list[str]) -> None:
@@ -177,14 +183,13 @@ def _counts(counts: dict[str, int]) -> str:
 
 async def _local_run_setup(slots: int) -> tuple[ExecutorConfig, Runtime]:
     """This machine's executor settings and runtime for `--local`, checked before submitting."""
-    from offload.apicall import fail
+    from offload.apicall import fail, server_and_token
     from offload.batches.local import local_config, local_runtime
-    from offload.config import Settings
     from offload.executor.config import ConfigError
     from offload.executor.runtimes.base import RuntimeUnavailable
 
     try:
-        config = local_config(Settings().server_url(), slots or os.cpu_count() or 1)
+        config = local_config(server_and_token()[0], slots or os.cpu_count() or 1)
         runtime = local_runtime(config)
         await runtime.check()
     except ConfigError as exc:
@@ -201,7 +206,7 @@ async def _local_run_setup(slots: int) -> tuple[ExecutorConfig, Runtime]:
 
 
 async def _submit_and_wait(
-    file: str, user: str, *, quiet: bool, local: bool = False, slots: int = 0
+    file: str, user: str | None, *, quiet: bool, local: bool = False, slots: int = 0
 ) -> dict[str, object]:
     import asyncio
     import contextlib
@@ -215,7 +220,13 @@ async def _submit_and_wait(
     async with api_client() as client:
         response = await client.post(
             "/api/batches/specs",
-            json={"spec": text, "user": user, "source": source, "files": files, "local": local},
+            json={
+                "spec": text,
+                "namespace": user or "",
+                "source": source,
+                "files": files,
+                "local": local,
+            },
         )
         if response.status_code == 400 and "errors" in response.json():
             body = response.json()
@@ -226,7 +237,8 @@ async def _submit_and_wait(
         if response.status_code >= 400:
             raise fail(response.json().get("detail", response.text), 2)
         spec_id = response.json()["id"]
-        run = LocalRun(*machine, spec_id) if machine is not None else None
+        token = client.headers.get("Authorization", "").partition(" ")[2] or None
+        run = LocalRun(*machine, spec_id, token) if machine is not None else None
         runner = asyncio.create_task(run.run()) if run is not None else None
         where = "executing on this machine" if run is not None else "executing"
         try:
@@ -406,7 +418,7 @@ def preview(
     import asyncio
     import json
 
-    view = asyncio.run(_submit_and_wait(file, _user(user), quiet=as_json, local=local, slots=slots))
+    view = asyncio.run(_submit_and_wait(file, user, quiet=as_json, local=local, slots=slots))
     if as_json:
         sys.stdout.write(json.dumps(view) + "\n")
         return
@@ -449,7 +461,7 @@ def apply(
     async def main() -> dict[str, object]:
         spec_id = spec
         if file is not None:
-            view = await _submit_and_wait(file, _user(user), quiet=False, local=local, slots=slots)
+            view = await _submit_and_wait(file, user, quiet=False, local=local, slots=slots)
             spec_id = str(view["id"])
         async with api_client() as client:
             result: dict[str, object] = await call(
@@ -484,7 +496,7 @@ def status(name: Name, user: User = None, as_json: AsJson = False) -> None:
     async def main() -> dict[str, object]:
         async with api_client() as client:
             view: dict[str, object] = await call(
-                client, "GET", f"/api/batches/changes/{_user(user)}/{name}"
+                client, "GET", f"/api/batches/changes/{await _user(client, user)}/{name}"
             )
             return view
 
@@ -526,7 +538,10 @@ def logs(name: Name, user: User = None, spec: SpecId = None, repo: Repo = None) 
         params = {k: v for k, v in (("spec", spec), ("repo", repo)) if v}
         async with api_client() as client:
             found: list[dict[str, object]] = await call(
-                client, "GET", f"/api/batches/changes/{_user(user)}/{name}/logs", params=params
+                client,
+                "GET",
+                f"/api/batches/changes/{await _user(client, user)}/{name}/logs",
+                params=params,
             )
             return found
 
@@ -567,7 +582,10 @@ def retry(name: Name, user: User = None, spec: SpecId = None, repo: Repo = None)
         async with api_client() as client:
             body = {"spec": spec, "repo": repo}
             result = await call(
-                client, "POST", f"/api/batches/changes/{_user(user)}/{name}/retry", json=body
+                client,
+                "POST",
+                f"/api/batches/changes/{await _user(client, user)}/{name}/retry",
+                json=body,
             )
             return int(result["retried"])
 
@@ -589,7 +607,9 @@ def close(name: Name, user: User = None) -> None:
 
     async def main() -> int:
         async with api_client() as client:
-            result = await call(client, "POST", f"/api/batches/changes/{_user(user)}/{name}/close")
+            result = await call(
+                client, "POST", f"/api/batches/changes/{await _user(client, user)}/{name}/close"
+            )
             return int(result["closing"])
 
     n = asyncio.run(main())

@@ -62,12 +62,14 @@ def local_runtime(config: ExecutorConfig) -> Runtime:
 class LocalRun:
     """Runs the workspaces of one batch spec on this machine until stopped."""
 
-    def __init__(self, config: ExecutorConfig, runtime: Runtime, spec_id: str) -> None:
+    def __init__(
+        self, config: ExecutorConfig, runtime: Runtime, spec_id: str, token: str | None
+    ) -> None:
         self.config = config
         self.runtime = runtime
         self.client = ExecutorClient(
             config.frontend_url,
-            "",
+            token or "",
             [NAME],
             name=config.name,
             runtime=runtime.name,

@@ -69,6 +69,12 @@ class Reconciler:
         rows = await self.db.fetch("SELECT * FROM changeset_specs WHERE id = :id", {"id": spec_id})
         return ChangesetSpecRow.from_row(rows[0]) if rows else None
 
+    async def _namespace(self, batch_change_id: int) -> str:
+        rows = await self.db.fetch(
+            "SELECT user_name FROM batch_changes WHERE id = :id", {"id": batch_change_id}
+        )
+        return str(rows[0]["user_name"]) if rows else ""
+
     async def _save(self, changeset_id: int, **values: Any) -> None:
         values["updated_at"] = self.clock.now()
         sets = ", ".join(f"{k} = :{k}" for k in values)
@@ -147,6 +153,7 @@ class Reconciler:
                     title=spec.title,
                     body=spec.body,
                     draft=draft,
+                    author=await self._namespace(changeset.batch_change_id),
                 )
             )
         else:
@@ -177,6 +184,7 @@ def code_hosts(context: WorkerContext, mirrors: Mirrors) -> CodeHosts:
         context.db,
         RepoRegistry(context.db, clock=context.clock),
         mirrors,
+        secrets=context.secrets,
         connections=context.settings.code_hosts,
         clock=context.clock,
     )

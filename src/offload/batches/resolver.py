@@ -32,6 +32,7 @@ from offload.repos.mirror import GitError, Mirrors, run_git
 from offload.repos.registry import RepoRegistry
 from offload.repos.search import RepoTarget, search
 from offload.repos.search_query import QueryError, parse_query
+from offload.secrets.store import Secrets
 from offload.worker.routine import ConsumerRoutine, Routine
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class Resolver:
         registry: RepoRegistry,
         mirrors: Mirrors,
         *,
+        secrets: Secrets,
         clock: Clock | None = None,
     ) -> None:
         self.db = db
@@ -83,7 +85,7 @@ class Resolver:
         self.mirrors = mirrors
         self.store = BatchStore(db, clock)
         self.queue = BatchQueue(db)
-        self.cache = Results(db, self.store)
+        self.cache = Results(db, secrets, self.store)
 
     async def handle(self, record: Record) -> None:
         """Resolve the spec of `record`; a spec that names unknown things fails for good."""
@@ -226,6 +228,7 @@ def build(context: WorkerContext) -> list[Routine]:
         context.db,
         RepoRegistry(context.db, clock=context.clock),
         Mirrors.in_data_dir(context.settings.data_dir),
+        secrets=context.secrets,
         clock=context.clock,
     )
     return [

@@ -21,9 +21,10 @@ from offload.batches.spec import Author, BatchSpec
 from offload.batches.store import BatchSpecRow, BatchStore, WorkspaceRow
 from offload.db.base import Database
 from offload.dispatch.queue import FinishError
-from offload.dispatch.secrets import Secrets, UnknownSecret
 from offload.queue.consumer import JobFailed
 from offload.queue.record import LogEntry
+from offload.secrets.cipher import CipherError
+from offload.secrets.store import Secrets, UnknownSecret
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +81,22 @@ def loaded_diff(text: str) -> bytes:
 class Results:
     """Step cache lookups and changeset specs for one database."""
 
-    def __init__(self, db: Database, store: BatchStore | None = None) -> None:
+    def __init__(self, db: Database, secrets: Secrets, store: BatchStore | None = None) -> None:
         self.db = db
+        self.secrets = secrets
         self.store = store or BatchStore(db)
 
-    async def _step_keys(self, spec: BatchSpec, spec_id: int) -> StepKeys:
-        """Keys cover, besides the workspace, the secrets' values and mounted files' digests."""
+    async def _step_keys(self, row: BatchSpecRow, spec: BatchSpec) -> StepKeys:
+        """Keys cover, besides the workspace, the secrets' values (as the spec's namespace
+        sees them) and mounted files' digests; ResultError if a secret cannot be read."""
         try:
-            values = await Secrets(self.db).values(secret_names(spec.steps))
-        except UnknownSecret as exc:
-            raise JobFailed(f"steps read {exc}") from exc
-        return StepKeys(spec, values, await self.store.file_digests(spec_id))
+            values = await self.secrets.values_for_keys(row.user_name, secret_names(spec.steps))
+        except (UnknownSecret, CipherError) as exc:
+            raise ResultError(f"steps read {exc}") from exc
+        return StepKeys(spec, values, await self.store.file_digests(row.id))
 
-    async def _keys(self, spec: BatchSpec, workspace: WorkspaceRow) -> list[str]:
-        return (await self._step_keys(spec, workspace.batch_spec_id))(workspace)
+    async def _keys(self, row: BatchSpecRow, spec: BatchSpec, workspace: WorkspaceRow) -> list[str]:
+        return (await self._step_keys(row, spec))(workspace)
 
     async def apply(
         self, row: BatchSpecRow, spec: BatchSpec, workspaces: Sequence[WorkspaceRow]
@@ -103,7 +106,10 @@ class Results:
         Thousands of workspaces go through here while a user waits for the preview: the
         lookups, the cache marks and the changeset specs each go to the database in bulk.
         """
-        step_keys = await self._step_keys(spec, row.id)
+        try:
+            step_keys = await self._step_keys(row, spec)
+        except ResultError as exc:
+            raise JobFailed(str(exc)) from exc
         keys = {w.id: step_keys(w) for w in workspaces}
         every = [k for ks in keys.values() for k in ks]
         found: dict[str, Any] = {}
@@ -136,7 +142,7 @@ class Results:
         """The cached result a job resumes from (of its last cached step), if any."""
         if workspace.cached_steps == 0:
             return None
-        key = (await self._keys(spec, workspace))[workspace.cached_steps - 1]
+        key = (await self._keys(row, spec, workspace))[workspace.cached_steps - 1]
         found = await self.store.cached(row.user_name, [key])
         return found.get(key)
 
@@ -146,7 +152,7 @@ class Results:
         """Keep a finished job's step results; a completed one also gets its changeset specs."""
         spec = row.parsed()
         results = step_results(logs)
-        keys = await self._keys(spec, workspace)
+        keys = await self._keys(row, spec, workspace)
         await self.store.cache(
             row.user_name, {keys[i]: result for i, result in results.items() if i < len(keys)}
         )

@@ -104,8 +104,10 @@ class BatchService:
         files: Mapping[str, bytes] | None = None,
         *,
         runs_locally: bool = False,
+        created_by: str = "",
     ) -> BatchSpecRow:
-        """Validate and store a spec (with the files its steps mount) and queue its resolution.
+        """Validate and store a spec of namespace `user` (with the files its steps mount) and
+        queue its resolution.
 
         `runs_locally`: the user's CLI claims the workspaces (`claim`), not the executors.
         SpecErrors if the spec is invalid; MountError if a mounted path was not uploaded.
@@ -124,7 +126,9 @@ class BatchService:
                         f"{where}: {mount.path} was not uploaded with the spec; submit it with "
                         "`offload batch preview -f SPEC`, which uploads what the steps mount"
                     )
-        return await self.store.create_spec(user, spec.name, raw, files, runs_locally=runs_locally)
+        return await self.store.create_spec(
+            user, spec.name, raw, files, runs_locally=runs_locally, created_by=created_by
+        )
 
     async def spec_row(self, rand_id: str) -> BatchSpecRow:
         """A spec by the id users see; BatchNotFound otherwise."""
@@ -142,6 +146,19 @@ class BatchService:
                 "`offload batch preview --local` hands its workspaces to the user's machine"
             )
         return await self.queue.claim(row.id, row.user_name, holder)
+
+    async def job_ids_of_spec(self, spec_id: int, ids: Sequence[int]) -> list[int]:
+        """Those of `ids` that are workspace jobs of spec `spec_id`."""
+        if not ids:
+            return []
+        marks = {f"i{n}": int(i) for n, i in enumerate(ids[:1000])}
+        rows = await self.db.fetch(
+            "SELECT id FROM batch_workspace_jobs WHERE batch_spec_id = :spec AND id IN ("
+            + ", ".join(":" + k for k in marks)
+            + ")",
+            {"spec": spec_id, **marks},
+        )
+        return [int(r["id"]) for r in rows]
 
     async def workspaces(self, spec_id: int) -> list[dict[str, Any]]:
         """Every workspace of a spec with its state."""
@@ -350,7 +367,11 @@ class BatchService:
 
     async def _spec_for(self, user: str, name: str, rand_id: str | None) -> BatchSpecRow:
         if rand_id:
-            return await self.spec_row(rand_id)
+            given = await self.spec_row(rand_id)
+            # A spec of another namespace is not found through this one's batch change.
+            if given.user_name != user:
+                raise BatchNotFound(f"{user} has no batch spec {rand_id}")
+            return given
         change = await self._batch_change(user, name)
         if change is not None:
             row = await self.store.spec(int(change["batch_spec_id"]))

@@ -33,6 +33,8 @@ class BatchSpecRow:
     batch_change_id: int | None
     # `offload batch preview --local`: the user's CLI claims and runs its workspaces.
     runs_locally: bool = False
+    # The user who submitted it (user_name is its namespace, which may be an organization).
+    created_by: str = ""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> BatchSpecRow:
@@ -49,6 +51,7 @@ class BatchSpecRow:
             applied_at=parse_time(row["applied_at"]),
             batch_change_id=row["batch_change_id"],
             runs_locally=bool(row["runs_locally"]),
+            created_by=str(row.get("created_by") or ""),
         )
 
     def parsed(self) -> BatchSpec:
@@ -196,15 +199,18 @@ class BatchStore:
         files: Mapping[str, bytes] | None = None,
         *,
         runs_locally: bool = False,
+        created_by: str = "",
     ) -> BatchSpecRow:
         """Store a validated spec, its mounted files, and queue its resolution: all or nothing."""
         now = self.clock.now()
         async with self.db.transaction() as tx:
             rows = await tx.fetch(
                 "INSERT INTO batch_specs (rand_id, user_name, name, raw_spec, created_at,"
-                " runs_locally) VALUES (:rand_id, :user, :name, :raw, :now, :local) RETURNING *",
+                " runs_locally, created_by) VALUES (:rand_id, :user, :name, :raw, :now, :local,"
+                " :by) RETURNING *",
                 {
                     "rand_id": secrets.token_hex(8),
+                    "by": created_by,
                     "user": user,
                     "name": name,
                     "raw": raw,

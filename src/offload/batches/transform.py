@@ -17,9 +17,10 @@ from offload.batches.results import ResultError, Results
 from offload.batches.store import BatchStore
 from offload.db.base import Database
 from offload.dispatch.queue import TransformError
-from offload.dispatch.secrets import Secrets, UnknownSecret, placeholder
 from offload.protocol.wire import CliStep, DockerStep, Job, JobFile, StepMount
 from offload.queue.record import LogEntry, Record
+from offload.secrets.cipher import CipherError
+from offload.secrets.store import Secrets, UnknownSecret, placeholder
 
 
 def run_commands(index: int, path: str) -> list[str]:
@@ -34,8 +35,9 @@ def run_commands(index: int, path: str) -> list[str]:
     ]
 
 
-async def to_executor_job(record: Record, db: Database) -> Job:
-    """The executor job of a batch workspace job."""
+async def to_executor_job(record: Record, db: Database, *, secrets: Secrets) -> Job:
+    """The executor job of a batch workspace job, with the secrets of its batch spec's
+    namespace (bind `secrets` with functools.partial to make it the queue's Transform)."""
     store = BatchStore(db)
     workspace = await store.workspace(int(record.fields["workspace_id"]))
     row = await store.spec(int(record.fields["batch_spec_id"]))
@@ -43,14 +45,18 @@ async def to_executor_job(record: Record, db: Database) -> Job:
         raise TransformError("its batch spec or workspace no longer exists")
     spec = row.parsed()
     start = workspace.cached_steps
-    cached = await Results(db, store).cached_result(row, spec, workspace) if start else None
+    try:
+        cached = (
+            await Results(db, secrets, store).cached_result(row, spec, workspace) if start else None
+        )
+        # The spec's owner (a user or an organization) is the namespace its jobs run in.
+        values = await secrets.values_for_job(
+            row.user_name, secret_names(spec.steps), queue=record.queue, job_id=record.id
+        )
+    except (ResultError, UnknownSecret, CipherError) as exc:
+        raise TransformError(str(exc)) from exc
     if start and cached is None:
         start = 0  # the cache entry went away since resolution: run every step
-    names = secret_names(spec.steps)
-    try:
-        values = await Secrets(db).values(names)
-    except UnknownSecret as exc:
-        raise TransformError(str(exc)) from exc
     env = [f"{n}={v}" for n, v in values.items()]
     files = await store.files(row.id) if any(s.mount for s in spec.steps) else {}
     payload = execution_input(spec, workspace, start_at=start, cached_result=cached, files=files)
@@ -95,11 +101,14 @@ async def to_executor_job(record: Record, db: Database) -> Job:
     )
 
 
-async def finish(record: Record, db: Database, logs: list[LogEntry], ok: bool) -> None:
-    """Keep the results of a job that ended; ResultError fails a completed one."""
+async def finish(
+    record: Record, db: Database, logs: list[LogEntry], ok: bool, *, secrets: Secrets
+) -> None:
+    """Keep the results of a job that ended; ResultError fails a completed one (bind
+    `secrets` with functools.partial to make it the queue's Finish)."""
     store = BatchStore(db)
     workspace = await store.workspace(int(record.fields["workspace_id"]))
     row = await store.spec(int(record.fields["batch_spec_id"]))
     if workspace is None or row is None:
         raise ResultError("its batch spec or workspace no longer exists")
-    await Results(db, store).record(row, workspace, logs, ok)
+    await Results(db, secrets, store).record(row, workspace, logs, ok)

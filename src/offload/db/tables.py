@@ -84,7 +84,11 @@ jobs = Table(
     # Which generic queue the job waits in (`offload run --queue`, OFFLOAD_JOB_QUEUES).
     Column("queue", String(64), nullable=False, server_default="default"),
     Column("payload", JSONType, nullable=False),
+    # Whose job it is (a user's or an organization's name), and the user who submitted it.
+    Column("namespace", String(255), nullable=False, server_default=""),
+    Column("submitted_by", String(64), nullable=False, server_default=""),
     *record_queue_indexes("jobs", partition="queue"),
+    Index("jobs_namespace_idx", "namespace", "id"),
 )
 
 # One row per command a job ran, appended and updated while it runs (any queue's records).
@@ -163,14 +167,133 @@ executor_job_tokens = Table(
 )
 
 # Secrets handed to jobs by name; values never leave the server except to a job's executor.
+# namespace: '' for a global secret, else the user's or organization's name.
 secrets = Table(
     "secrets",
     metadata,
     Column("id", IdType, primary_key=True, autoincrement=True),
-    Column("name", String(255), nullable=False, unique=True),
-    Column("value", Text, nullable=False),
+    Column("namespace", String(255), nullable=False, server_default=""),
+    Column("name", String(255), nullable=False),
+    # Fernet token of the value under the key named by key_id (dispatch/secrets.py).
+    Column("value_encrypted", Text, nullable=False),
+    Column("key_id", String(64), nullable=False),
     Column("created_at", TIME, nullable=False),
     Column("updated_at", TIME, nullable=False),
+    UniqueConstraint("namespace", "name", name="secrets_namespace_name_key"),
+)
+
+# Every use of a secret by a job: listable by whoever owns the secret.
+secret_access_log = Table(
+    "secret_access_log",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("secret_id", BigInteger, nullable=False),
+    Column("secret_namespace", String(255), nullable=False),
+    Column("secret_name", String(255), nullable=False),
+    # The namespace the job ran in, and which job.
+    Column("job_namespace", String(255), nullable=False),
+    Column("job_queue", String(64), nullable=False),
+    Column("job_id", BigInteger, nullable=False),
+    Column("at", TIME, nullable=False),
+    Index("secret_access_log_secret_idx", "secret_id", "id"),
+)
+
+# People who use offload. Usernames and organization names share one space of names, since
+# either can own a namespace (identity/namespaces.py keeps them apart).
+users = Table(
+    "users",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("display_name", Text, nullable=False, server_default=""),
+    Column("email", Text, nullable=False, server_default=""),
+    Column("site_admin", Boolean, nullable=False, server_default=text("false")),
+    Column("disabled_at", TIME),
+    # argon2id; NULL: the user signs in with access tokens only.
+    Column("password_hash", Text),
+    Column("created_at", TIME, nullable=False),
+    Column("updated_at", TIME, nullable=False),
+)
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("display_name", Text, nullable=False, server_default=""),
+    Column("created_at", TIME, nullable=False),
+)
+
+# role: member | admin (an organization's admins manage its members and secrets).
+organization_members = Table(
+    "organization_members",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("org_id", BigInteger, nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    Column("role", String(16), nullable=False, server_default="member"),
+    Column("created_at", TIME, nullable=False),
+    UniqueConstraint("org_id", "user_id", name="organization_members_org_user_key"),
+    Index("organization_members_user_idx", "user_id"),
+)
+
+# Personal access tokens: only their sha256 is kept; shown once when created.
+access_tokens = Table(
+    "access_tokens",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("value_sha256", String(64), nullable=False, unique=True),
+    Column("note", Text, nullable=False, server_default=""),
+    # user:all, site-admin
+    Column("scopes", JSONType, nullable=False),
+    Column("created_at", TIME, nullable=False),
+    Column("expires_at", TIME),
+    Column("last_used_at", TIME),
+    Column("revoked_at", TIME),
+    Index("access_tokens_user_idx", "user_id", "id"),
+)
+
+# Signed-in browser sessions: the cookie carries the session's random value, signed.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("value_sha256", String(64), nullable=False, unique=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("address", Text, nullable=False, server_default=""),
+    Column("created_at", TIME, nullable=False),
+    Column("expires_at", TIME, nullable=False),
+    Index("sessions_user_idx", "user_id"),
+)
+
+# Which namespaces may use which executor queues, and give their jobs network access there.
+queue_grants = Table(
+    "queue_grants",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("queue", String(64), nullable=False),
+    Column("namespace", String(255), nullable=False),
+    # use: may submit jobs to the queue; network: may also let them reach the network.
+    Column("permission", String(16), nullable=False),
+    Column("granted_by", String(64), nullable=False),
+    Column("created_at", TIME, nullable=False),
+    UniqueConstraint("queue", "namespace", "permission", name="queue_grants_key"),
+)
+
+# Who did what, when, from where: sign-ins, tokens, grants, secrets, applies, merges, cancels.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("at", TIME, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", Text, nullable=False, server_default=""),
+    Column("address", Text, nullable=False, server_default=""),
+    Column("detail", JSONType, nullable=False),
+    Index("audit_log_at_idx", "at"),
 )
 
 
@@ -212,9 +335,12 @@ batch_specs = Table(
     metadata,
     Column("id", IdType, primary_key=True, autoincrement=True),
     Column("rand_id", String(32), nullable=False, unique=True),
+    # The namespace the spec belongs to (a user's or an organization's name).
     Column("user_name", String(255), nullable=False),
     Column("name", String(255), nullable=False),
     Column("raw_spec", Text, nullable=False),
+    # The user who submitted it (the namespace may be an organization).
+    Column("created_by", String(64), nullable=False, server_default=""),
     Column("created_at", TIME, nullable=False),
     Column("applied_at", TIME),
     Column("batch_change_id", BigInteger),
@@ -314,11 +440,12 @@ changeset_specs = Table(
     Index("changeset_specs_workspace_idx", "workspace_id"),
 )
 
-# A batch change: the named, applied result of a user's batch specs.
+# A batch change: the named, applied result of a namespace's batch specs.
 batch_changes = Table(
     "batch_changes",
     metadata,
     Column("id", IdType, primary_key=True, autoincrement=True),
+    # Its namespace: a user's or an organization's name (addressed as namespace/name).
     Column("user_name", String(255), nullable=False),
     Column("name", String(255), nullable=False),
     Column("description", Text, nullable=False, server_default=""),
@@ -370,6 +497,8 @@ pull_requests = Table(
     # open | draft | merged | closed
     Column("state", String(16), nullable=False),
     Column("merge_commit", String(64)),
+    # The namespace that opened it (a batch change's); it may merge and close it.
+    Column("author", String(255), nullable=False, server_default=""),
     Column("created_at", TIME, nullable=False),
     Column("updated_at", TIME, nullable=False),
     UniqueConstraint("repo_name", "number", name="pull_requests_repo_number_key"),

@@ -6,38 +6,21 @@ import hmac
 import secrets
 
 from offload.db.base import Database
+from offload.db.site_config import set_setting, setting_once
 
 KEY = "executors.access_token"
 
 
-async def get_setting(db: Database, key: str) -> str | None:
-    """A site setting, or None."""
-    rows = await db.fetch("SELECT value FROM site_config WHERE key = :key", {"key": key})
-    return str(rows[0]["value"]) if rows else None
-
-
-async def set_setting(db: Database, key: str, value: str) -> None:
-    """Store a site setting."""
-    await db.fetch(
-        "INSERT INTO site_config (key, value) VALUES (:key, :value)"
-        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        {"key": key, "value": value},
-    )
-
-
 async def executor_token(db: Database) -> str:
     """The executor token, generated (and stored) the first time it is asked for."""
-    token = await get_setting(db, KEY)
-    if token:
-        return token
-    # Two servers starting at once: the first insert wins, both read the same value back.
-    await db.fetch(
-        "INSERT INTO site_config (key, value) VALUES (:key, :value) ON CONFLICT (key) DO NOTHING",
-        {"key": KEY, "value": secrets.token_hex(24)},
-    )
-    stored = await get_setting(db, KEY)
-    assert stored is not None
-    return stored
+    return await setting_once(db, KEY, lambda: secrets.token_hex(24))
+
+
+async def set_executor_token(db: Database, value: str) -> None:
+    """Replace the executor token (executors with the old one are refused from then on)."""
+    if len(value) < 16:
+        raise ValueError("an executor token needs at least 16 characters")
+    await set_setting(db, KEY, value)
 
 
 def same_token(given: str, expected: str) -> bool:

@@ -1,48 +1,26 @@
-"""`offload executors` and `offload secrets`: what site admins manage on the server."""
+"""`offload executors` and `offload queues`: executors, queue counts and grants, over the API."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from offload.config import Settings
-from offload.db.base import Database
+from offload.apicall import api, call, fail
 
 executors_app = typer.Typer(
     help="The executors: their token and who is connected.", no_args_is_help=True
 )
-secrets_app = typer.Typer(
-    help="Secrets handed to jobs by name, redacted from logs.", no_args_is_help=True
+queues_app = typer.Typer(
+    help="Executor queues: how many records wait in each, and who may use them.",
+    invoke_without_command=True,
 )
 out = Console()
-err = Console(stderr=True)
-T = TypeVar("T")
-
-
-def with_db(work: Callable[[Database], Awaitable[T]]) -> T:
-    """Run `work` against the configured database (schema checked)."""
-    from offload.db import schema
-    from offload.db.connect import connect
-
-    async def main() -> T:
-        settings = Settings()
-        url = settings.database()
-        db = await connect(url, attempts=1)
-        try:
-            await schema.require_current(url)
-            return await work(db)
-        finally:
-            await db.close()
-
-    return asyncio.run(main())
+STATES = ("queued", "processing", "completed", "errored", "failed", "canceled")
 
 
 @executors_app.command()
@@ -51,7 +29,7 @@ def token(
         str | None, typer.Option("--set", help="Replace the token with this value.")
     ] = None,
 ) -> None:
-    """Print the token executors authenticate with (EXECUTOR_REGISTRATION_TOKEN).
+    """Print the token executors authenticate with (EXECUTOR_REGISTRATION_TOKEN; site admins).
 
     Examples:
 
@@ -59,23 +37,22 @@ def token(
 
         offload executors token --set "$(openssl rand -hex 24)"
     """
-    from offload.dispatch.access import KEY, executor_token, set_setting
+    if set_ is not None and len(set_) < 16:
+        raise typer.BadParameter("use at least 16 characters", param_hint="--set")
 
-    async def work(db: Database) -> str:
+    async def work(client: Any) -> str:
         if set_ is not None:
-            if len(set_) < 16:
-                raise typer.BadParameter("use at least 16 characters", param_hint="--set")
-            await set_setting(db, KEY, set_)
-        return await executor_token(db)
+            await call(client, "PUT", "/api/executors/token", json={"token": set_})
+        return str((await call(client, "GET", "/api/executors/token"))["token"])
 
-    out.print(with_db(work), highlight=False)
+    out.print(api(work), highlight=False)
 
 
 @executors_app.command("list")
 def list_executors(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per executor.")] = False,
 ) -> None:
-    """List executors: versions, runtime, queues, and whether they are active.
+    """List executors: versions, runtime, queues, and whether they are active (site admins).
 
     Examples:
 
@@ -83,91 +60,119 @@ def list_executors(
 
         offload executors list --json | jq -r 'select(.active | not) | .hostname'
     """
-    from offload.dispatch.registry import ExecutorRegistry
-
-    executors = with_db(lambda db: ExecutorRegistry(db).list())
-    now = datetime.now(UTC)
+    executors: list[dict[str, Any]] = api(lambda c: call(c, "GET", "/api/executors"))
     if as_json:
         for e in executors:
-            print(
-                json.dumps(
-                    {
-                        "hostname": e.hostname,
-                        "active": e.active(now),
-                        "queues": e.queues,
-                        "runtime": e.runtime,
-                        "version": e.executor_version,
-                        "git": e.git_version,
-                        "os": e.os,
-                        "architecture": e.architecture,
-                        "firstSeenAt": e.first_seen_at.isoformat(),
-                        "lastSeenAt": e.last_seen_at.isoformat(),
-                    }
-                )
-            )
+            print(json.dumps(e))
         return
+    now = datetime.now(UTC)
     table = Table(
         "executor", "state", "queues", "runtime", "version", "git", "os/arch", "last seen"
     )
     for e in executors:
-        ago = (now - e.last_seen_at).total_seconds()
+        ago = (now - datetime.fromisoformat(e["lastSeenAt"])).total_seconds()
         table.add_row(
-            e.hostname,
-            "active" if e.active(now) else "inactive",
-            ",".join(e.queues),
-            e.runtime,
-            e.executor_version,
-            e.git_version,
-            f"{e.os}/{e.architecture}",
+            e["hostname"],
+            "active" if e["active"] else "inactive",
+            ",".join(e["queues"]),
+            e["runtime"],
+            e["version"],
+            e["git"],
+            f"{e['os']}/{e['architecture']}",
             f"{ago:.0f}s ago",
         )
     out.print(table)
 
 
-@secrets_app.command("set")
-def set_secret(name: str) -> None:
-    """Set a secret; its value is read from stdin (never from the command line).
+@queues_app.callback()
+def queues(ctx: typer.Context) -> None:
+    """Show every queue: records per state and how long the oldest queued one has waited.
+
+    Examples:
+
+        offload queues
+
+        offload queues grant gpu --org ml
+
+        offload queues grants
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    table = Table("queue", *STATES, "oldest queued")
+    for q in api(lambda c: call(c, "GET", "/api/queues")):
+        age = q["oldest_queued_seconds"]
+        table.add_row(
+            q["queue"],
+            *(str(q["counts"].get(s, 0)) for s in STATES),
+            f"{age:.1f}s" if age is not None else "-",
+        )
+    out.print(table)
+
+
+def _namespace(org: str | None, user: str | None) -> str:
+    if (org is None) == (user is None):
+        raise fail("name exactly one of --org NAME or --user NAME", 2)
+    return str(org or user)
+
+
+Org = Annotated[str | None, typer.Option("--org", help="The organization.")]
+User = Annotated[str | None, typer.Option("--user", help="The user.")]
+Network = Annotated[
+    bool, typer.Option("--network", help="The grant to give jobs network access there.")
+]
+
+
+@queues_app.command("grant")
+def grant(queue: str, org: Org = None, user: User = None, network: Network = False) -> None:
+    """Let a namespace use a queue, or give its jobs network access there (site admins).
+
+    Examples:
+
+        offload queues grant gpu --org ml
+
+        offload queues grant default --user alice --network
+    """
+    namespace = _namespace(org, user)
+    permission = "network" if network else "use"
+    body = {"namespace": namespace, "permission": permission}
+    api(lambda c: call(c, "POST", f"/api/queues/{queue}/grants", json=body))
+    what = "network access on" if network else "use of"
+    out.print(f"granted {namespace} {what} the {queue} queue", highlight=False)
+
+
+@queues_app.command("revoke")
+def revoke(queue: str, org: Org = None, user: User = None, network: Network = False) -> None:
+    """Take back a namespace's grant of a queue (or of network access there; site admins).
 
     Example:
 
-        printf %s "$API_KEY" | offload secrets set API_KEY
+        offload queues revoke gpu --org ml
     """
-    from offload.dispatch.secrets import Secrets
+    namespace = _namespace(org, user)
+    permission = "network" if network else "use"
+    api(
+        lambda c: call(
+            c,
+            "DELETE",
+            f"/api/queues/{queue}/grants/{namespace}",
+            params={"permission": permission},
+        )
+    )
+    out.print(f"revoked {namespace}'s {permission} grant on the {queue} queue", highlight=False)
 
-    value = sys.stdin.read().rstrip("\n")
-    try:
-        with_db(lambda db: Secrets(db).set(name, value))
-    except ValueError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from exc
-    out.print(f"secret {name} set")
 
-
-@secrets_app.command("list")
-def list_secrets() -> None:
-    """List the names of the secrets (never their values).
+@queues_app.command("grants")
+def grants() -> None:
+    """List the queue grants and the queues every namespace may use (site admins).
 
     Example:
 
-        offload secrets list
+        offload queues grants
     """
-    from offload.dispatch.secrets import Secrets
-
-    for name in with_db(lambda db: Secrets(db).names()):
-        out.print(name)
-
-
-@secrets_app.command("delete")
-def delete_secret(name: str) -> None:
-    """Delete a secret.
-
-    Example:
-
-        offload secrets delete API_KEY
-    """
-    from offload.dispatch.secrets import Secrets
-
-    if not with_db(lambda db: Secrets(db).delete(name)):
-        err.print(f"[bold red]error:[/] no secret {name}")
-        raise typer.Exit(1)
-    out.print(f"secret {name} deleted")
+    found: dict[str, Any] = api(lambda c: call(c, "GET", "/api/queues/grants"))
+    out.print(f"open to every namespace: {', '.join(found['open'])}", highlight=False)
+    for g in found["grants"]:
+        out.print(
+            f"{g['queue']}  {g['namespace']}  {g['permission']}  (by {g['grantedBy']})",
+            highlight=False,
+        )

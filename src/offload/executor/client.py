@@ -99,8 +99,9 @@ class ExecutorClient:
         await self.http.aclose()
 
     def _executor_headers(self) -> dict[str, str]:
-        # A local run has no executor token: its queue's routes need none.
-        return {"Authorization": f"token-executor {self.token}"} if self.token else {}
+        # A local run's queue is its user's batch spec: it calls with the user's access token.
+        scheme = "token" if self.queue_path else "token-executor"
+        return {"Authorization": f"{scheme} {self.token}"} if self.token else {}
 
     def _job_headers(self, held: Held) -> dict[str, str]:
         return {

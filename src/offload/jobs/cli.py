@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from typing import Annotated, Any
 
@@ -84,6 +85,12 @@ def run(
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Print the job id and return.")
     ] = False,
+    namespace: Annotated[
+        str,
+        typer.Option(
+            "--namespace", "--org", help="Run it as an organization of yours (default: as you)."
+        ),
+    ] = "",
 ) -> None:
     """Run a command against a repository on the executors; stream its log; exit with its code.
 
@@ -98,6 +105,8 @@ def run(
         offload run --repo r --secret API_KEY -- ./deploy.sh
 
         offload run --repo r --queue gpu -- python train.py   # executors of the gpu queue
+
+        offload run --repo r --org ml --queue gpu -- python train.py   # as organization ml
     """
 
     async def main() -> int:
@@ -115,6 +124,7 @@ def run(
                     "secrets": secret or [],
                     "allowNetwork": network,
                     "queue": queue,
+                    "namespace": namespace,
                 },
             )
             err.print(
@@ -136,21 +146,41 @@ def run(
 
 
 @jobs_app.command("list")
-def list_jobs(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20) -> None:
-    """List the newest jobs.
+def list_jobs(
+    limit: Annotated[int, typer.Option(min=1, max=500, help="How many, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per job.")] = False,
+) -> None:
+    """List the newest jobs you may see (yours and your organizations'; site admins: all).
 
-    Example:
+    Examples:
 
         offload jobs list --limit 50
+
+        offload jobs list --json | jq -r 'select(.state == "failed") | .id'
     """
 
     async def main() -> None:
         async with _client() as client:
             jobs = await _call(client, "GET", "/api/jobs", params={"limit": limit})
-        table = Table("id", "queue", "state", "repository", "commit", "command", "exit", "executor")
+        if as_json:
+            for job in jobs:
+                print(json.dumps(job))
+            return
+        table = Table(
+            "id",
+            "namespace",
+            "queue",
+            "state",
+            "repository",
+            "commit",
+            "command",
+            "exit",
+            "executor",
+        )
         for job in jobs:
             table.add_row(
                 str(job["id"]),
+                job["namespace"],
                 job["queue"],
                 job["state"],
                 job["repository"],

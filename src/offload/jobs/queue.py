@@ -14,7 +14,9 @@ def spec(name: str = DEFAULT) -> QueueSpec:
     return QueueSpec(
         name=name,
         table="jobs",
-        columns=("payload",),
+        columns=("payload", "namespace", "submitted_by"),
+        # Every job the API creates names both; records made inside offload need not.
+        defaults={"namespace": "", "submitted_by": ""},
         json_columns=frozenset({"payload"}),
         partition="queue",
         stalled_after=timedelta(seconds=25),

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from offload.db.base import Database
-from offload.dispatch.secrets import Secrets, check_name
+from offload.dispatch.grants import QueueGrants
 from offload.jobs import queue
 from offload.queue.record import LogEntry, Record
 from offload.queue.states import State
 from offload.queue.store import SqlQueueStore
+from offload.secrets.store import Secrets, check_name
 
 # Resolves a repository name and a revision to a commit, or raises LookupError saying why.
 Resolver = Callable[[str, str], Awaitable[str]]
@@ -37,6 +38,10 @@ class JobRequest:
     allow_network: bool = False
     # Empty: the first of the configured queues.
     queue: str = ""
+    # Whose job it is (the submitter's own name, or an organization's), and who submitted it:
+    # both come from the caller's principal, never from the request body alone.
+    namespace: str = ""
+    submitted_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class JobView:
 
     id: int
     queue: str
+    namespace: str
+    submitted_by: str
     state: State
     repo: str
     commit: str
@@ -59,6 +66,8 @@ class JobView:
         return {
             "id": self.id,
             "queue": self.queue,
+            "namespace": self.namespace,
+            "submittedBy": self.submitted_by,
             "state": self.state.value,
             "repository": self.repo,
             "commit": self.commit,
@@ -84,19 +93,30 @@ class JobService:
     """Generic jobs on top of the record queue: one queue per configured name."""
 
     def __init__(
-        self, db: Database, resolve: Resolver, queues: Sequence[str] = (queue.DEFAULT,)
+        self,
+        db: Database,
+        resolve: Resolver,
+        queues: Sequence[str] = (queue.DEFAULT,),
+        *,
+        secrets: Secrets,
+        grants: QueueGrants,
     ) -> None:
         self.db = db
         self.stores = {name: SqlQueueStore(db, queue.spec(name)) for name in queues}
         self.default_queue = next(iter(self.stores))
         self.resolve = resolve
+        self.secrets = secrets
+        self.grants = grants
 
     async def create(self, request: JobRequest) -> int:
-        """Enqueue a job; JobRequestError when it cannot run as asked."""
+        """Enqueue a job; JobRequestError when it cannot run as asked, NotGranted when its
+        namespace may not use the queue (or its network), UnknownSecret for a missing secret."""
         if not request.command:
             raise JobRequestError(
                 "no command given; put it after --, e.g. offload run --repo r -- make test"
             )
+        if not request.namespace:
+            raise JobRequestError("a job needs a namespace")
         name = request.queue or self.default_queue
         store = self.stores.get(name)
         if store is None:
@@ -104,11 +124,13 @@ class JobService:
                 f"no job queue {name!r}; the queues are {', '.join(self.stores)} "
                 "(OFFLOAD_JOB_QUEUES on the server)"
             )
+        await self.grants.require(name, request.namespace, network=request.allow_network)
         for pair in request.env:
             if "=" not in pair or not pair.split("=", 1)[0]:
                 raise JobRequestError(f"--env {pair!r} must be NAME=value")
         names = [check_name(n) for n in request.secrets]
-        await Secrets(self.db).values(names)  # UnknownSecret now rather than at dequeue
+        # UnknownSecret now rather than at dequeue.
+        await self.secrets.require(request.namespace, names)
         try:
             commit = await self.resolve(request.repo, request.rev)
         except LookupError as exc:
@@ -130,7 +152,13 @@ class JobService:
             "secrets": names,
             "allowNetwork": request.allow_network,
         }
-        return await store.enqueue({"payload": payload})
+        return await store.enqueue(
+            {
+                "payload": payload,
+                "namespace": request.namespace,
+                "submitted_by": request.submitted_by,
+            }
+        )
 
     async def _store_of(self, job_id: int) -> SqlQueueStore | None:
         """The store of the queue the job is in (None: no such job, or a queue since removed)."""
@@ -151,6 +179,8 @@ class JobService:
         return JobView(
             id=record.id,
             queue=record.queue,
+            namespace=str(record.fields.get("namespace") or ""),
+            submitted_by=str(record.fields.get("submitted_by") or ""),
             state=record.state,
             repo=payload.get("repositoryName", ""),
             commit=payload.get("commit", ""),
@@ -160,10 +190,22 @@ class JobService:
             record=record,
         )
 
-    async def newest(self, limit: int = 50) -> list[JobView]:
-        """The newest jobs first."""
+    async def newest(
+        self, namespaces: Sequence[str] | None, *, limit: int = 50, before: int | None = None
+    ) -> list[JobView]:
+        """The newest jobs first, of `namespaces` (None: every job), before id `before`."""
+        where = ["1 = 1"]
+        params: dict[str, Any] = {"limit": limit}
+        if namespaces is not None:
+            marks = {f"n{i}": n for i, n in enumerate(namespaces)}
+            where.append(f"namespace IN ({', '.join(':' + k for k in marks) or 'NULL'})")
+            params.update(marks)
+        if before is not None:
+            where.append("id < :before")
+            params["before"] = before
         rows = await self.db.fetch(
-            "SELECT id FROM jobs ORDER BY id DESC LIMIT :limit", {"limit": limit}
+            f"SELECT id FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :limit",
+            params,
         )
         views = [await self.view(int(r["id"])) for r in rows]
         return [v for v in views if v is not None]

@@ -6,20 +6,28 @@ from pydantic import ValidationError
 
 from offload.db.base import Database
 from offload.dispatch.queue import TransformError
-from offload.dispatch.secrets import Secrets, placeholder
 from offload.protocol.wire import Job
 from offload.queue.record import Record
+from offload.secrets.cipher import CipherError
+from offload.secrets.store import Secrets, UnknownSecret, placeholder
 
 
-async def to_executor_job(record: Record, db: Database) -> Job:
-    """The executor job of a generic job record, with its secrets as env and redactions."""
+async def to_executor_job(record: Record, db: Database, *, secrets: Secrets) -> Job:
+    """The executor job of a generic job record, with the secrets of its namespace as env and
+    redactions (bind `secrets` with functools.partial to make it a queue's Transform)."""
     payload = dict(record.fields["payload"])
     names = list(payload.pop("secrets", []))
     try:
         job = Job.model_validate({**payload, "id": record.id, "queue": record.queue})
     except ValidationError as exc:
         raise TransformError(f"job {record.id} has a malformed payload: {exc}") from exc
-    values = await Secrets(db).values(names)
+    namespace = str(record.fields.get("namespace") or "")
+    try:
+        values = await secrets.values_for_job(
+            namespace, names, queue=record.queue, job_id=record.id
+        )
+    except (UnknownSecret, CipherError) as exc:
+        raise TransformError(str(exc)) from exc
     if values:
         env = [f"{name}={value}" for name, value in values.items()]
         for step in job.docker_steps:

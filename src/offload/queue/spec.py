@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -34,6 +36,8 @@ class QueueSpec:
     # The queue's own columns, returned with each record and accepted by enqueue.
     columns: tuple[str, ...] = ()
     json_columns: frozenset[str] = field(default_factory=frozenset)
+    # Values of columns an enqueue may leave out (every other column must be given).
+    defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
     # When several queues share one table: the column that holds each record's queue name.
     # Every verb of this queue then sees only the rows whose column equals `name`.
     partition: str | None = None

@@ -88,7 +88,7 @@ class SqlQueueStore:
     def _insert_params(
         self, fields: Mapping[str, Any] | None, process_after: datetime | None
     ) -> dict[str, Any]:
-        fields = dict(fields or {})
+        fields = {**self.spec.defaults, **(fields or {})}
         unknown = set(fields) - set(self.spec.columns)
         missing = set(self.spec.columns) - set(fields)
         if unknown or missing:

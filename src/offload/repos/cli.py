@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
-
-if TYPE_CHECKING:
-    from offload.config import Settings
-    from offload.repos.syncer import Syncer, SyncOutcome
 
 repos_app = typer.Typer(
     help="Repositories the server mirrors and serves to executors over git smart-HTTP.",
@@ -23,26 +16,8 @@ repos_app = typer.Typer(
 )
 
 
-@asynccontextmanager
-async def open_syncer(config: Settings) -> AsyncIterator[Syncer]:
-    """A syncer over the configured database (refused unless its schema is current)."""
-    from offload.db import schema
-    from offload.db.connect import connect
-    from offload.repos.mirror import Mirrors
-    from offload.repos.registry import RepoRegistry
-    from offload.repos.syncer import Syncer
-
-    url = config.database()
-    db = await connect(url, attempts=1)
-    try:
-        await schema.require_current(url)
-        yield Syncer(RepoRegistry(db), Mirrors.in_data_dir(config.data_dir))
-    finally:
-        await db.close()
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment is not None else "never"
+def _when(moment: str | None) -> str:
+    return moment[:19].replace("T", " ") + " UTC" if moment else "never"
 
 
 @repos_app.command("add")
@@ -77,29 +52,16 @@ def add(
 
         offload repos add /srv/git/monorepo --name acme/monorepo
     """
-    from offload import cli as root
-    from offload.repos.registry import DuplicateRepo, RepoNameError, SourceError
-    from offload.repos.syncer import SyncFailed
+    from offload.apicall import api, call
 
-    config = root.settings()
+    body = {"source": source, "name": name}
+    repo = api(lambda c: call(c, "POST", "/api/repos", json=body, timeout=600.0))
     out = Console()
-
-    async def main() -> int:
-        async with open_syncer(config) as syncer:
-            try:
-                repo = await syncer.add(source, name=name)
-            except (RepoNameError, SourceError) as exc:
-                root.fail(str(exc), 2)
-            except (DuplicateRepo, SyncFailed) as exc:
-                root.fail(str(exc), 1)
-            out.print(f"added {repo.name}", highlight=False)
-            out.print(f"  source:         {repo.display_source}", highlight=False)
-            out.print(f"  default branch: {repo.default_branch or '(none)'}", highlight=False)
-            out.print(f"  head commit:    {repo.head_commit or '(empty repository)'}")
-            out.print(f"  mirror:         {syncer.mirrors.path(repo.name)}", highlight=False)
-        return 0
-
-    root.run(main)
+    out.print(f"added {repo['name']}", highlight=False)
+    out.print(f"  source:         {repo['source']}", highlight=False)
+    out.print(f"  default branch: {repo['defaultBranch'] or '(none)'}", highlight=False)
+    out.print(f"  head commit:    {repo['headCommit'] or '(empty repository)'}")
+    out.print(f"  mirror:         {repo['mirror']}", highlight=False)
 
 
 @repos_app.command("list")
@@ -110,32 +72,25 @@ def list_() -> None:
 
         offload repos list
     """
-    from offload import cli as root
+    from offload.apicall import api, call
 
-    config = root.settings()
+    repos = api(lambda c: call(c, "GET", "/api/repos"))
     out = Console()
-
-    async def main() -> int:
-        async with open_syncer(config) as syncer:
-            repos = await syncer.registry.list()
-        if not repos:
-            out.print("no repositories yet; add one with `offload repos add PATH_OR_URL`")
-            return 0
-        table = Table("name", "source", "default branch", "head", "last synced", "last error")
-        for repo in repos:
-            table.add_row(
-                repo.name,
-                repo.display_source,
-                repo.default_branch or "-",
-                (repo.head_commit or "-")[:12],
-                _when(repo.last_synced_at),
-                repo.last_error or "",
-                style="red" if repo.last_error else None,
-            )
-        out.print(table, soft_wrap=False)
-        return 0
-
-    root.run(main)
+    if not repos:
+        out.print("no repositories yet; add one with `offload repos add PATH_OR_URL`")
+        return
+    table = Table("name", "source", "default branch", "head", "last synced", "last error")
+    for repo in repos:
+        table.add_row(
+            repo["name"],
+            repo["source"],
+            repo["defaultBranch"] or "-",
+            (repo["headCommit"] or "-")[:12],
+            _when(repo["lastSyncedAt"]),
+            repo["lastError"] or "",
+            style="red" if repo["lastError"] else None,
+        )
+    out.print(table, soft_wrap=False)
 
 
 @repos_app.command("sync")
@@ -156,45 +111,39 @@ def sync(
         offload repos sync github.com/sourcegraph/conc
     """
     from offload import cli as root
-    from offload.repos.registry import UnknownRepo
+    from offload.apicall import api, call
 
-    config = root.settings()
     out = Console()
-
-    def report(outcome: SyncOutcome) -> None:
-        if outcome.state is not None:
-            head = (outcome.state.head_commit or "(empty)")[:12]
-            branch = outcome.state.default_branch or "(no default branch)"
+    chosen = list(dict.fromkeys(names or []))
+    out.print(
+        f"syncing {len(chosen)} repositor{'y' if len(chosen) == 1 else 'ies'}"
+        if chosen
+        else "syncing every repository"
+    )
+    outcomes = api(
+        lambda c: call(c, "POST", "/api/repos/sync", json={"names": chosen}, timeout=3600.0)
+    )
+    if not outcomes:
+        out.print("no repositories yet; add one with `offload repos add PATH_OR_URL`")
+        return
+    for outcome in outcomes:
+        if outcome["ok"]:
+            head = (outcome["headCommit"] or "(empty)")[:12]
+            branch = outcome["defaultBranch"] or "(no default branch)"
             out.print(
-                f"[green]synced[/] {outcome.name}: {branch} at {head} ({outcome.seconds:.1f}s)",
+                f"[green]synced[/] {outcome['name']}: {branch} at {head} "
+                f"({outcome['seconds']:.1f}s)",
                 highlight=False,
             )
         else:
-            out.print(f"[red]failed[/] {outcome.name}: {outcome.error}", highlight=False)
-
-    async def main() -> int:
-        async with open_syncer(config) as syncer:
-            try:
-                chosen = [await syncer.registry.require(n) for n in dict.fromkeys(names or [])]
-            except UnknownRepo as exc:
-                root.fail(str(exc), 1)
-            if not names:
-                chosen = await syncer.registry.list()
-            if not chosen:
-                out.print("no repositories yet; add one with `offload repos add PATH_OR_URL`")
-                return 0
-            out.print(f"syncing {len(chosen)} repositor{'y' if len(chosen) == 1 else 'ies'}")
-            outcomes = await syncer.sync_all(chosen, on_done=report)
-        failed = [o.name for o in outcomes if not o.ok]
-        if failed:
-            root.fail(
-                f"{len(failed)} of {len(outcomes)} repositories failed to sync: "
-                f"{', '.join(failed)} (see `offload repos list` for their errors)",
-                1,
-            )
-        return 0
-
-    root.run(main)
+            out.print(f"[red]failed[/] {outcome['name']}: {outcome['error']}", highlight=False)
+    failed = [o["name"] for o in outcomes if not o["ok"]]
+    if failed:
+        root.fail(
+            f"{len(failed)} of {len(outcomes)} repositories failed to sync: "
+            f"{', '.join(failed)} (see `offload repos list` for their errors)",
+            1,
+        )
 
 
 @repos_app.command("remove")
@@ -207,26 +156,10 @@ def remove(
 
         offload repos remove github.com/sourcegraph/conc
     """
-    from offload import cli as root
-    from offload.repos.registry import RepoNameError
+    from offload.apicall import api, call
 
-    config = root.settings()
-    out = Console()
-
-    async def main() -> int:
-        async with open_syncer(config) as syncer:
-            try:
-                removed = await syncer.remove(name)
-            except RepoNameError as exc:
-                root.fail(str(exc), 2)
-            if not removed:
-                root.fail(
-                    f"no repository named {name!r} is registered; see `offload repos list`", 1
-                )
-        out.print(f"removed {name}", highlight=False)
-        return 0
-
-    root.run(main)
+    api(lambda c: call(c, "DELETE", f"/api/repos/{name}"))
+    Console().print(f"removed {name}", highlight=False)
 
 
 pulls_app = typer.Typer(
@@ -313,4 +246,4 @@ def pulls_close(
     _pull_action("close", repo, number)
 
 
-__all__ = ["open_syncer", "repos_app"]
+__all__ = ["repos_app"]

@@ -42,11 +42,11 @@ _DEFAULT_AUTHOR = ("offload", "offload@localhost")
 
 _INSERT = """
 INSERT INTO pull_requests
-    (repo_name, number, title, body, base_ref, head_ref, state, created_at, updated_at)
+    (repo_name, number, title, body, base_ref, head_ref, state, author, created_at, updated_at)
 VALUES (
     :repo,
     (SELECT COALESCE(MAX(number), 0) + 1 FROM pull_requests WHERE repo_name = :numbered),
-    :title, :body, :base, :head, :state, :now, :now
+    :title, :body, :base, :head, :state, :author, :now, :now
 )
 ON CONFLICT (repo_name, number) DO NOTHING
 RETURNING *
@@ -83,6 +83,8 @@ class StoredPullRequest:
     merge_commit: str | None
     created_at: datetime
     updated_at: datetime
+    # The namespace that opened it: it may merge and close it (besides site admins).
+    author: str = ""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> StoredPullRequest:
@@ -104,6 +106,7 @@ class StoredPullRequest:
             merge_commit=row["merge_commit"],
             created_at=created_at,
             updated_at=updated_at,
+            author=str(row.get("author") or ""),
         )
 
     @property
@@ -129,6 +132,7 @@ class PullRequestStore:
         body: str = "",
         draft: bool = False,
         reuse_live: bool = False,
+        author: str = "",
     ) -> StoredPullRequest:
         """A new pull request numbered after the repository's last one.
 
@@ -144,6 +148,7 @@ class PullRequestStore:
             "base": base_ref,
             "head": head_ref,
             "state": "draft" if draft else "open",
+            "author": author,
             "now": self.clock.now(),
         }
         async with self.db.transaction() as tx:
@@ -303,6 +308,7 @@ class PullRequests:
             head_ref=draft.head_ref,
             draft=draft.draft,
             reuse_live=True,
+            author=draft.author,
         )
 
     async def get(self, name: str, number: int) -> StoredPullRequest:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import partial
+from functools import cached_property, partial
 
 from offload.clock import Clock, Sleeper, SystemClock, real_sleep
 from offload.config import Settings
@@ -13,6 +13,8 @@ from offload.db.base import Database
 from offload.queue.spec import QueueSpec
 from offload.queue.store import SqlQueueStore
 from offload.queues import record_queues
+from offload.secrets.cipher import Cipher
+from offload.secrets.store import Secrets
 from offload.worker.routine import Periodic, Routine
 
 
@@ -30,6 +32,12 @@ class WorkerContext:
     def __post_init__(self) -> None:
         if not self.queues:
             object.__setattr__(self, "queues", record_queues(self.settings))
+
+    @cached_property
+    def secrets(self) -> Secrets:
+        """The secrets store, with the key of the settings (read when a job first needs it,
+        so jobs that read no secret need no key)."""
+        return Secrets(self.db, Cipher.from_settings(self.settings), clock=self.clock)
 
     def per_queue(
         self, job: str, interval: timedelta, tend: Callable[[SqlQueueStore], Awaitable[None]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from offload.batches import expirer, reconciler, resolver
 from offload.batches import syncer as changeset_syncer
+from offload.identity import janitor as identity_janitor
 from offload.repos import syncer
 from offload.worker import janitor, queue_size, resetter
 from offload.worker.job import WorkerJob
@@ -27,6 +28,9 @@ JOBS: dict[str, WorkerJob] = {
     ),
     "batches.syncer": WorkerJob(
         "Keeps published changesets in step with their code host.", changeset_syncer.build
+    ),
+    "identity.janitor": WorkerJob(
+        "Deletes ended sessions and audit entries past their retention.", identity_janitor.build
     ),
     "batches.spec-expirer": WorkerJob(
         "Deletes batch specs that were never applied, once they are old.", expirer.build

@@ -30,6 +30,8 @@ class PullRequestDraft:
     title: str
     body: str = ""
     draft: bool = False
+    # The namespace opening it (a batch change's): on the built-in host it may merge and close.
+    author: str = ""
 
 
 @dataclass(frozen=True)

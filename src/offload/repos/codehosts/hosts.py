@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 from offload.clock import Clock
 from offload.config import CodeHostConnection
 from offload.db.base import Database
-from offload.dispatch.secrets import Secrets, UnknownSecret
 from offload.repos.codehosts.base import (
     CodeHost,
     CodeHostError,
@@ -27,6 +26,8 @@ from offload.repos.codehosts.registry import CodeHostConfig, connect
 from offload.repos.mirror import Mirrors
 from offload.repos.pulls import PullRequestStore
 from offload.repos.registry import RepoRegistry, is_local_path
+from offload.secrets.cipher import CipherError
+from offload.secrets.store import Secrets, UnknownSecret
 
 _SCP_LIKE = re.compile(r"^(?:[^@/]+@)?(?P<host>[^:/]+):(?P<path>.*)$")
 
@@ -68,6 +69,7 @@ class ScopedHost:
                 title=draft.title,
                 body=draft.body,
                 draft=draft.draft,
+                author=draft.author,
             )
         )
 
@@ -97,11 +99,13 @@ class CodeHosts:
         registry: RepoRegistry,
         mirrors: Mirrors,
         *,
+        secrets: Secrets,
         connections: Sequence[CodeHostConnection] = (),
         clock: Clock | None = None,
     ) -> None:
         self.registry = registry
-        self.secrets = Secrets(db)
+        # Code host tokens are the site's: global secrets, whoever's batch change pushes.
+        self.secrets = secrets
         self.connections = list(connections)
         self.builtin = BuiltinHost(PullRequestStore(db, clock), registry, mirrors)
 
@@ -117,12 +121,10 @@ class CodeHosts:
             if not serves(connection, host):
                 continue
             try:
-                tokens = await self.secrets.values([connection.token_secret])
-            except UnknownSecret as exc:
+                token = await self.secrets.global_value(connection.token_secret)
+            except (UnknownSecret, CipherError) as exc:
                 raise CodeHostError(f"the {connection.kind} code host's token: {exc}") from exc
-            config = CodeHostConfig(
-                connection.kind, connection.url, tokens[connection.token_secret]
-            )
+            config = CodeHostConfig(connection.kind, connection.url, token)
             try:
                 return ScopedHost(connect(config), path)
             except ValueError as exc:

@@ -1,0 +1,150 @@
+"""HTTP routes of executor queues and executors, for people (not for executors).
+
+Who may call each: every signed-in user reads the queues' counts; site admins list, grant and
+revoke queue grants, list executors, and read or replace the executor token.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from offload.dispatch.access import executor_token, set_executor_token
+from offload.dispatch.grants import Permission, QueueGrants
+from offload.dispatch.registry import ExecutorRegistry
+from offload.identity.audit import AuditLog
+from offload.identity.authenticator import Authenticator, client_address
+from offload.identity.namespaces import resolve
+from offload.identity.principal import Principal
+from offload.queue.store import SqlQueueStore
+
+
+class GrantBody(BaseModel):
+    """The body of POST /api/queues/{queue}/grants."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str = Field(max_length=64)
+    permission: Permission = "use"
+
+
+class TokenBody(BaseModel):
+    """The body of PUT /api/executors/token."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=16, max_length=256)
+
+
+def dispatch_router(
+    stores: list[SqlQueueStore],
+    executor_queue_names: list[str],
+    grants: QueueGrants,
+    registry: ExecutorRegistry,
+    auth: Authenticator,
+    audit: AuditLog,
+) -> APIRouter:
+    """/api/queues and /api/executors."""
+    router = APIRouter(prefix="/api")
+
+    @router.get("/queues")
+    async def queues(_: Principal = Depends(auth.require)) -> list[dict[str, Any]]:
+        out = []
+        for store in stores:
+            age = await store.oldest_queued_age()
+            out.append(
+                {
+                    "queue": store.spec.name,
+                    "counts": {s.value: n for s, n in (await store.counts()).items()},
+                    "oldest_queued_seconds": age.total_seconds() if age else None,
+                }
+            )
+        return out
+
+    @router.get("/queues/grants")
+    async def list_grants(_: Principal = Depends(auth.require_site_admin)) -> dict[str, Any]:
+        return {
+            "open": sorted(grants.open_queues),
+            "grants": [g.to_json() for g in await grants.list()],
+        }
+
+    def known(queue: str) -> None:
+        if queue not in executor_queue_names:
+            raise HTTPException(
+                404,
+                f"no executor queue {queue!r}; the queues are {', '.join(executor_queue_names)}",
+            )
+
+    @router.post("/queues/{queue}/grants", status_code=201)
+    async def grant(
+        queue: str,
+        body: GrantBody,
+        request: Request,
+        principal: Principal = Depends(auth.require_site_admin),
+    ) -> dict[str, Any]:
+        known(queue)
+        if await resolve(grants.db, body.namespace) is None:
+            raise HTTPException(404, f"no user or organization {body.namespace!r}")
+        added = await grants.grant(queue, body.namespace, body.permission, principal.username)
+        await audit.record(
+            principal.username,
+            "queue.grant",
+            f"{queue}/{body.namespace}",
+            address=client_address(request),
+            permission=body.permission,
+        )
+        return {"queue": queue, **body.model_dump(), "new": added}
+
+    @router.delete("/queues/{queue}/grants/{namespace}", status_code=204)
+    async def revoke(
+        queue: str,
+        namespace: str,
+        request: Request,
+        principal: Principal = Depends(auth.require_site_admin),
+        permission: Permission = "use",
+    ) -> None:
+        known(queue)
+        if not await grants.revoke(queue, namespace, permission):
+            raise HTTPException(404, f"{namespace} holds no {permission} grant on {queue}")
+        await audit.record(
+            principal.username,
+            "queue.revoke",
+            f"{queue}/{namespace}",
+            address=client_address(request),
+            permission=permission,
+        )
+
+    @router.get("/executors")
+    async def executors(_: Principal = Depends(auth.require_site_admin)) -> list[dict[str, Any]]:
+        now = datetime.now(UTC)
+        return [
+            {
+                "hostname": e.hostname,
+                "active": e.active(now),
+                "queues": e.queues,
+                "runtime": e.runtime,
+                "version": e.executor_version,
+                "git": e.git_version,
+                "os": e.os,
+                "architecture": e.architecture,
+                "firstSeenAt": e.first_seen_at.isoformat(),
+                "lastSeenAt": e.last_seen_at.isoformat(),
+            }
+            for e in await registry.list()
+        ]
+
+    @router.get("/executors/token")
+    async def token(_: Principal = Depends(auth.require_site_admin)) -> dict[str, str]:
+        return {"token": await executor_token(registry.db)}
+
+    @router.put("/executors/token", status_code=204)
+    async def replace_token(
+        body: TokenBody, request: Request, principal: Principal = Depends(auth.require_site_admin)
+    ) -> None:
+        await set_executor_token(registry.db, body.token)
+        await audit.record(principal.username, "executors.token", address=client_address(request))
+
+    return router

@@ -1,0 +1,1 @@
+"""Identity and access: users, organizations, tokens, sessions, and who may do what."""
