@@ -77,7 +77,7 @@ class CodeHostConnection(BaseModel):
     # Its API or web root, e.g. https://api.github.com. Bitbucket Server pushes need the name of
     # the user who owns the token in it: https://offload-bot@bitbucket.example.com.
     url: str
-    # The offload secret holding its token (`offload secrets set NAME`).
+    # The global offload secret holding its token (`offload secrets set NAME --global`).
     token_secret: str
     # The host name in repository sources it serves (default: the url's, api.github.com's
     # repositories being on github.com).

@@ -59,6 +59,23 @@ def test_help_of_every_command_has_examples() -> None:
         ["executors", "token"],
         ["executors", "list"],
         ["secrets", "set"],
+        ["secrets", "list"],
+        ["secrets", "rotate-key"],
+        ["login"],
+        ["logout"],
+        ["whoami"],
+        ["users", "add"],
+        ["users", "list"],
+        ["users", "disable"],
+        ["orgs", "add"],
+        ["orgs", "members"],
+        ["tokens", "create"],
+        ["tokens", "list"],
+        ["tokens", "revoke"],
+        ["audit"],
+        ["queues", "grant"],
+        ["queues", "revoke"],
+        ["queues", "grants"],
     ):
         result = offload(*command, "--help")
         assert result.returncode == 0, result.stderr

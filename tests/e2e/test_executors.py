@@ -30,10 +30,10 @@ def fleet(db_url: DatabaseURL, tmp_path: Path) -> Iterator[Fleet]:
         tmp_path / "src" / "demo", {"README": "hello from demo\n", "count.sh": "echo counted\n"}
     )
     make_repo(tmp_path / "src" / "other", {"README": "other\n"})
+    fleet.start_server()
     for name in ("demo", "other"):
         added = fleet.offload("repos", "add", str(tmp_path / "src" / name), "--name", name)
         assert added.returncode == 0, added.stderr
-    fleet.start_server()
     yield fleet
     fleet.stop_all()
 

@@ -241,14 +241,15 @@ def test_the_cli_tour_from_a_terminal_without_a_database(fleet: Fleet, tmp_path:
         ("admin", "gpu/ml", "use", "127.0.0.1"),
     ]
 
-    # Signing out forgets the token here; the next command says how to sign in again.
+    # No command of the tour made a database (or anything else) on this side.
+    assert list(admin.data_dir.iterdir()) == []
+
+    # Signing out forgets the token here, not in alice's terminal; the next command here says
+    # how to sign in again.
     assert flat(admin.ok("logout").stdout) == "signed out"
     assert not admin.credentials.exists()
+    assert flat(alice.ok("whoami").stdout).startswith("alice;")
     after = admin("whoami")
     assert after.returncode != 0
     assert "offload login" in flat(after.stderr), after.stderr
-    # alice is still signed in in her own terminal.
-    assert flat(alice.ok("whoami").stdout).startswith("alice;")
-
-    # No command of the tour made a database (or anything else) on this side.
     assert list(admin.data_dir.iterdir()) == []

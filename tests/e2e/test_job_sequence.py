@@ -31,9 +31,9 @@ def fleet(db_url: DatabaseURL, tmp_path: Path) -> Iterator[Fleet]:
     """A server with the repository `demo`; executors are started by each test."""
     fleet = Fleet(db_url, tmp_path / "data")
     make_repo(tmp_path / "src" / "demo", {"README": README})
+    fleet.start_server()
     added = fleet.offload("repos", "add", str(tmp_path / "src" / "demo"), "--name", "demo")
     assert added.returncode == 0, added.stderr
-    fleet.start_server()
     yield fleet
     fleet.stop_all()
 

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from access_site import SPEC, Site, served
+from access_site import Site, served
+from batchspecs import minimal
 
 from offload.db.base import Database
 from offload.db.url import DatabaseURL
@@ -142,7 +143,7 @@ async def test_a_local_heartbeat_keeps_no_one_elses_jobs_alive(site: Site) -> No
         "other",
         "POST",
         "/api/batches/specs",
-        json={"spec": SPEC.format(name="mine"), "local": True},
+        json={"spec": minimal("mine"), "local": True},
     )
     assert mine.status_code == 201, mine.text
     beat = await site.call(

@@ -41,7 +41,7 @@ async def test_dequeue_is_fifo_and_leases_each_record_once(db: Database) -> None
     assert {r.worker_hostname for r in first} == {"a"}
     assert len({r.lease_token for r in first + second}) == 5
     assert await store.dequeue("c") == []
-    assert first[0].fields == {"payload": {"n": 0}}
+    assert first[0].fields["payload"] == {"n": 0}
 
 
 async def test_stale_holder_can_no_longer_touch_the_job(db: Database) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -279,6 +281,23 @@ def test_a_malformed_key_is_named_without_being_shown(tmp_path: Path) -> None:
     written.write_text(bad + "\n")
     with pytest.raises(KeySettingError, match=r"OFFLOAD_ENCRYPTION_KEY_FILE .*line 1"):
         Cipher.from_settings(settings_for(tmp_path, encryption_key_file=written))
+
+
+def test_a_server_with_a_malformed_key_does_not_start(tmp_path: Path) -> None:
+    bad = "not-a-key-" + "8c2d" * 8
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
+    env.update(OFFLOAD_DATA_DIR=str(tmp_path / "data"), OFFLOAD_ENCRYPTION_KEY=bad)
+    done = subprocess.run(
+        [sys.executable, "-m", "offload", "server", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "OFFLOAD_ENCRYPTION_KEY" in line and bad not in line
+    assert not (tmp_path / "data").exists()
 
 
 async def test_rotate_key_replaces_offloads_own_key_file(db: Database, tmp_path: Path) -> None:

@@ -319,6 +319,7 @@ async def test_a_worker_whose_jobs_keep_failing_restarts_them_and_stops_on_sigte
                 "batches.reconciler",
                 "batches.syncer",
                 "batches.spec-expirer",
+                "identity.janitor",
             ]
             assert set(health["routines"]) == {
                 *(
@@ -331,6 +332,7 @@ async def test_a_worker_whose_jobs_keep_failing_restarts_them_and_stops_on_sigte
                 "batches.reconciler",
                 "batches.syncer",
                 "batches.spec-expirer",
+                "identity.janitor",
             }
             response = await client.get("/metrics")
             assert response.headers["content-type"].startswith("text/plain")

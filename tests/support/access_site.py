@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from batchspecs import minimal
+from fleet import git
 
 from offload import serving
 from offload.api.app import create_app
@@ -31,31 +32,6 @@ from offload.repos.syncer import Syncer
 
 CALLERS = ("anonymous", "other", "owner", "admin")
 PASSWORD = "correct horse battery"
-SPEC = """\
-name: {name}
-on:
-  - repository: demo
-steps:
-  - run: "true"
-    container: busybox
-changesetTemplate:
-  title: t
-  branch: b
-  commit:
-    message: m
-"""
-
-
-def git(*args: str, cwd: Path) -> str:
-    """Run git in `cwd`; its stdout."""
-    done = subprocess.run(
-        ["git", "-c", "user.email=dev@example.com", "-c", "user.name=Dev", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
 
 
 @dataclass
@@ -92,7 +68,7 @@ class Site:
 
     async def spec(self, *, local: bool = False) -> str:
         """A new batch spec of olive's; its id."""
-        body = {"spec": SPEC.format(name=self.fresh("change")), "local": local}
+        body = {"spec": minimal(self.fresh("change")), "local": local}
         return str((await self.as_owner("POST", "/api/batches/specs", json=body))["id"])
 
     async def batch_change(self) -> str:

@@ -146,7 +146,10 @@ class Fleet:
     def start_server(self) -> None:
         """Start (or restart, on the same port) the server."""
         args = ["server", "--port", str(self.port)]
-        self.server = spawn("server", args, self.env)
+        # Before its first start the port is not known yet: OFFLOAD_URL would name port 0 in
+        # what the server prints, so it goes only once the port is known.
+        env = self.env if self.port else {k: v for k, v in self.env.items() if k != "OFFLOAD_URL"}
+        self.server = spawn("server", args, env)
         found = self.server.wait_for(r"offload server listening on http://127\.0\.0\.1:(\d+)")
         self.port = int(found.group(1))
         if not self.admin_token:

@@ -84,7 +84,9 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
     jobs = JobService(db, resolve, settings.job_queues, secrets=secrets, grants=grants)
     app.include_router(identity_router(auth, sessions, audit, SignInLimiter()))
     app.include_router(jobs_router(jobs, auth, audit))
-    app.include_router(batches_router(BatchService(db), dispatcher, grants, auth, audit))
+    app.include_router(
+        batches_router(BatchService(db, secrets=secrets), dispatcher, grants, auth, audit)
+    )
     app.include_router(
         pulls_router(PullRequests(PullRequestStore(db), repos, mirrors), auth, audit)
     )

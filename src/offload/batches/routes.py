@@ -28,9 +28,10 @@ from offload.db.values import parse_time
 from offload.dispatch.dispatcher import Dispatcher
 from offload.dispatch.grants import NotGranted, QueueGrants
 from offload.identity.audit import AuditLog
-from offload.identity.authenticator import Authenticator, client_address
+from offload.identity.authenticator import Authenticator
 from offload.identity.principal import Principal
 from offload.protocol.wire import DequeueRequest, HeartbeatRequest, HeartbeatResponse
+from offload.secrets.store import UnknownSecret
 
 T = TypeVar("T")
 
@@ -136,8 +137,8 @@ def batches_router(
                 runs_locally=body.local,
                 created_by=principal.username,
             )
-        except MountError as exc:
-            raise HTTPException(400, str(exc)) from exc
+        except (MountError, UnknownSecret) as exc:
+            raise HTTPException(400, str(exc).strip("'\"")) from exc
         except SpecErrors as exc:
             return JSONResponse(
                 {
@@ -224,12 +225,8 @@ def batches_router(
     ) -> dict[str, Any]:
         row = await visible_spec(principal, rand_id)
         applied = await _answer(lambda: service.apply(rand_id))
-        await audit.record(
-            principal.username,
-            "batch.apply",
-            f"{row.user_name}/{row.name}",
-            address=client_address(request),
-            spec=rand_id,
+        await audit.by(
+            principal, request, "batch.apply", f"{row.user_name}/{row.name}", spec=rand_id
         )
         return applied
 
@@ -273,12 +270,7 @@ def batches_router(
             return {"closing": await service.close(namespace, name)}
 
         closing = await _answer(call)
-        await audit.record(
-            principal.username,
-            "batch.close",
-            f"{namespace}/{name}",
-            address=client_address(request),
-        )
+        await audit.by(principal, request, "batch.close", f"{namespace}/{name}")
         return closing
 
     return router

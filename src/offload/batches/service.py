@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from offload.batches import changesets as cs
+from offload.batches.execution import secret_names
 from offload.batches.queue import SPEC as EXECUTION
 from offload.batches.queue import BatchQueue
 from offload.batches.spec import parse_spec
@@ -15,6 +16,7 @@ from offload.clock import Clock, SystemClock
 from offload.db.base import Database
 from offload.queue.record import LogEntry, Record
 from offload.queue.store import SqlQueueStore
+from offload.secrets.store import Secrets
 
 
 class BatchNotFound(LookupError):
@@ -86,9 +88,14 @@ def workspace_state(row: dict[str, Any]) -> str:
 class BatchService:
     """Submitting, previewing, applying, retrying and closing batch changes."""
 
-    def __init__(self, db: Database, clock: Clock | None = None) -> None:
+    def __init__(
+        self, db: Database, clock: Clock | None = None, *, secrets: Secrets | None = None
+    ) -> None:
         self.db = db
         self.clock = clock or SystemClock()
+        # When given, a spec whose steps name a secret its namespace cannot read is refused
+        # at once, rather than failing at resolution.
+        self.secrets = secrets
         self.store = BatchStore(db, self.clock)
         self.executions = SqlQueueStore(db, EXECUTION, clock=self.clock)
         self.queue = BatchQueue(db, self.executions)
@@ -113,6 +120,8 @@ class BatchService:
         SpecErrors if the spec is invalid; MountError if a mounted path was not uploaded.
         """
         spec = parse_spec(raw, source=source)
+        if self.secrets is not None:
+            await self.secrets.require(user, secret_names(spec.steps))
         files = dict(files or {})
         for name in files:
             if mount_path(name, f"files[{name!r}]") != name:

@@ -174,7 +174,7 @@ secrets = Table(
     Column("id", IdType, primary_key=True, autoincrement=True),
     Column("namespace", String(255), nullable=False, server_default=""),
     Column("name", String(255), nullable=False),
-    # Fernet token of the value under the key named by key_id (dispatch/secrets.py).
+    # Fernet token of the value under the key named by key_id (secrets/store.py).
     Column("value_encrypted", Text, nullable=False),
     Column("key_id", String(64), nullable=False),
     Column("created_at", TIME, nullable=False),

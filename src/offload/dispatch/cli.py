@@ -15,10 +15,8 @@ from offload.apicall import api, call, fail
 executors_app = typer.Typer(
     help="The executors: their token and who is connected.", no_args_is_help=True
 )
-queues_app = typer.Typer(
-    help="Executor queues: how many records wait in each, and who may use them.",
-    invoke_without_command=True,
-)
+# Its help is the callback's docstring (records per queue, grants, examples).
+queues_app = typer.Typer(invoke_without_command=True)
 out = Console()
 STATES = ("queued", "processing", "completed", "errored", "failed", "canceled")
 

@@ -16,7 +16,7 @@ from offload.dispatch.access import executor_token, set_executor_token
 from offload.dispatch.grants import Permission, QueueGrants
 from offload.dispatch.registry import ExecutorRegistry
 from offload.identity.audit import AuditLog
-from offload.identity.authenticator import Authenticator, client_address
+from offload.identity.authenticator import Authenticator
 from offload.identity.namespaces import resolve
 from offload.identity.principal import Principal
 from offload.queue.store import SqlQueueStore
@@ -89,11 +89,11 @@ def dispatch_router(
         if await resolve(grants.db, body.namespace) is None:
             raise HTTPException(404, f"no user or organization {body.namespace!r}")
         added = await grants.grant(queue, body.namespace, body.permission, principal.username)
-        await audit.record(
-            principal.username,
+        await audit.by(
+            principal,
+            request,
             "queue.grant",
             f"{queue}/{body.namespace}",
-            address=client_address(request),
             permission=body.permission,
         )
         return {"queue": queue, **body.model_dump(), "new": added}
@@ -109,12 +109,8 @@ def dispatch_router(
         known(queue)
         if not await grants.revoke(queue, namespace, permission):
             raise HTTPException(404, f"{namespace} holds no {permission} grant on {queue}")
-        await audit.record(
-            principal.username,
-            "queue.revoke",
-            f"{queue}/{namespace}",
-            address=client_address(request),
-            permission=permission,
+        await audit.by(
+            principal, request, "queue.revoke", f"{queue}/{namespace}", permission=permission
         )
 
     @router.get("/executors")
@@ -145,6 +141,6 @@ def dispatch_router(
         body: TokenBody, request: Request, principal: Principal = Depends(auth.require_site_admin)
     ) -> None:
         await set_executor_token(registry.db, body.token)
-        await audit.record(principal.username, "executors.token", address=client_address(request))
+        await audit.by(principal, request, "executors.token")
 
     return router

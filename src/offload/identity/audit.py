@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from fastapi import Request
+
 from offload.clock import Clock, SystemClock
 from offload.db.base import Database
 from offload.db.values import decode_json, parse_time
+from offload.identity.authenticator import client_address
+from offload.identity.principal import Principal
 
 # Longest text kept of any one field: the log must not become a place to store payloads.
 FIELD_MAX = 512
@@ -36,6 +40,13 @@ class AuditLog:
                 "detail": {k: str(v)[:FIELD_MAX] for k, v in detail.items()},
             },
         )
+
+    async def by(
+        self, principal: Principal, request: Request, action: str, target: str = "", **detail: Any
+    ) -> None:
+        """Append what `principal` did through `request` (its address is the caller's)."""
+        address = client_address(request)
+        await self.record(principal.username, action, target, address=address, **detail)
 
     async def list(
         self,

@@ -140,7 +140,7 @@ def identity_router(
         if cookie:
             await sessions.end(cookie)
         response.delete_cookie(COOKIE, path="/")
-        await audit.record(principal.username, "sign-out", address=client_address(request))
+        await audit.by(principal, request, "sign-out")
 
     @router.get("/me")
     async def me(principal: Principal = Depends(auth.require)) -> dict[str, Any]:
@@ -175,13 +175,7 @@ def identity_router(
             raise HTTPException(400, str(exc)) from exc
         except NameTaken as exc:
             raise HTTPException(409, str(exc)) from exc
-        await audit.record(
-            principal.username,
-            "user.create",
-            user.username,
-            address=client_address(request),
-            site_admin=user.site_admin,
-        )
+        await audit.by(principal, request, "user.create", user.username, site_admin=user.site_admin)
         return user.to_json()
 
     @router.get("/users/{username}")
@@ -205,9 +199,7 @@ def identity_router(
         if action == "disable":
             await sessions.end_all(user.id)
         auth.forget()
-        await audit.record(
-            principal.username, f"user.{action}", username, address=client_address(request)
-        )
+        await audit.by(principal, request, f"user.{action}", username)
         return user.to_json()
 
     @router.post("/users/{username}/disable")
@@ -247,9 +239,7 @@ def identity_router(
         except passwords.WeakPassword as exc:
             raise HTTPException(400, str(exc)) from exc
         await sessions.end_all(user.id)
-        await audit.record(
-            principal.username, "user.password", username, address=client_address(request)
-        )
+        await audit.by(principal, request, "user.password", username)
 
     @router.get("/users/{username}/tokens")
     async def list_tokens(
@@ -277,12 +267,12 @@ def identity_router(
             )
         except TokenError as exc:
             raise HTTPException(400, str(exc)) from exc
-        await audit.record(
-            principal.username,
+        await audit.by(
+            principal,
+            request,
             "token.create",
             f"{username} token {token.id}",
-            address=client_address(request),
-            scopes=",".join(token.scopes),
+            scopes=", ".join(token.scopes),
         )
         return {**token.to_json(), "token": value}
 
@@ -296,12 +286,7 @@ def identity_router(
             raise HTTPException(404, f"{username} has no token {token_id}")
         await tokens.revoke(token_id)
         auth.forget()
-        await audit.record(
-            principal.username,
-            "token.revoke",
-            f"{username} token {token_id}",
-            address=client_address(request),
-        )
+        await audit.by(principal, request, "token.revoke", f"{username} token {token_id}")
 
     @router.get("/orgs")
     async def list_orgs(principal: Principal = Depends(auth.require)) -> list[dict[str, Any]]:
@@ -317,9 +302,7 @@ def identity_router(
             raise HTTPException(400, str(exc)) from exc
         except NameTaken as exc:
             raise HTTPException(409, str(exc)) from exc
-        await audit.record(
-            principal.username, "org.create", body.name, address=client_address(request)
-        )
+        await audit.by(principal, request, "org.create", body.name)
         return {"name": body.name, "displayName": body.display_name, "members": 0}
 
     def visible_org(principal: Principal, name: str) -> None:
@@ -350,11 +333,11 @@ def identity_router(
         except (UnknownOrg, UnknownUser) as exc:
             raise HTTPException(404, str(exc)) from exc
         auth.forget()
-        await audit.record(
-            principal.username,
+        await audit.by(
+            principal,
+            request,
             "org.member.set" if role else "org.member.remove",
             f"{name}/{username}",
-            address=client_address(request),
             role=role or "",
         )
 

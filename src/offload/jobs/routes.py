@@ -16,7 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from offload.dispatch.grants import NotGranted
 from offload.identity.audit import AuditLog
-from offload.identity.authenticator import Authenticator, client_address
+from offload.identity.authenticator import Authenticator
 from offload.identity.principal import Principal
 from offload.jobs.service import JobRequest, JobRequestError, JobService, JobView
 from offload.secrets.store import UnknownSecret
@@ -114,9 +114,7 @@ def jobs_router(service: JobService, auth: Authenticator, audit: AuditLog) -> AP
         state = await service.cancel(job_id)
         if state is None:
             raise HTTPException(409, f"job {job_id} has already finished ({view.state.value})")
-        await audit.record(
-            principal.username, "job.cancel", f"job {job_id}", address=client_address(request)
-        )
+        await audit.by(principal, request, "job.cancel", f"job {job_id}")
         return (await found(principal, job_id)).to_json()
 
     @router.post("/{job_id}/retry")

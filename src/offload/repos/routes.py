@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from offload.identity.audit import AuditLog
-from offload.identity.authenticator import Authenticator, client_address
+from offload.identity.authenticator import Authenticator
 from offload.identity.principal import Principal
 from offload.repos.codehosts.base import CodeHostError, PullRequestNotFound, PullRequestState
 from offload.repos.commits import MergeConflict
@@ -68,12 +68,7 @@ def pulls_router(pulls: PullRequests, auth: Authenticator, audit: AuditLog) -> A
                         f"pull request {repo}#{number}",
                     )
                 pr = await (pulls.merge if verb == "merge" else pulls.close)(repo, number)
-                await audit.record(
-                    principal.username,
-                    f"pull.{verb}",
-                    f"{repo}#{number}",
-                    address=client_address(request),
-                )
+                await audit.by(principal, request, f"pull.{verb}", f"{repo}#{number}")
         except PullRequestNotFound as exc:
             raise HTTPException(404, str(exc)) from exc
         except (CodeHostError, MergeConflict) as exc:
@@ -163,9 +158,7 @@ def repos_router(syncer: Syncer, auth: Authenticator, audit: AuditLog) -> APIRou
             raise HTTPException(409, str(exc)) from exc
         except SyncFailed as exc:
             raise HTTPException(422, str(exc)) from exc
-        await audit.record(
-            principal.username, "repo.add", repo.name, address=client_address(request)
-        )
+        await audit.by(principal, request, "repo.add", repo.name)
         return {**repo_json(repo), "mirror": str(syncer.mirrors.path(repo.name))}
 
     @router.post("/sync")
@@ -190,6 +183,6 @@ def repos_router(syncer: Syncer, auth: Authenticator, audit: AuditLog) -> APIRou
             raise HTTPException(400, str(exc)) from exc
         if not removed:
             raise HTTPException(404, f"no repository named {name!r} is registered")
-        await audit.record(principal.username, "repo.remove", name, address=client_address(request))
+        await audit.by(principal, request, "repo.remove", name)
 
     return router

@@ -91,14 +91,19 @@ def default_key_file(data_dir: Path, *, create: bool) -> list[bytes] | None:
     if path.exists() or not create:
         return read_key_file(path, where) if path.exists() else None
     data_dir.mkdir(parents=True, exist_ok=True)
+    key = new_key()
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    _write_private(temporary, [new_key()])
+    _write_private(temporary, [key])
     try:
         # A hard link fails if the file exists: a server and a worker starting together
-        # both end up with the one key whichever made it first.
+        # both end up with the one key whichever made it first, never half of one.
         os.link(temporary, path)
     except FileExistsError:
         pass
+    except OSError:
+        # A file system without hard links: O_EXCL still lets only one of them make it.
+        with contextlib.suppress(FileExistsError):
+            _write_private(path, [key])
     finally:
         temporary.unlink()
     _sync_dir(data_dir)

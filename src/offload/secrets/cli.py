@@ -7,6 +7,7 @@ import getpass
 import json
 import socket
 import sys
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from offload.apicall import api, call, fail
-from offload.secrets.store import VALUE_MAX
+from offload.secrets.store import VALUE_MAX, check_name
 
 secrets_app = typer.Typer(
     help="Secrets handed to jobs by name: encrypted on the server, redacted from logs, "
@@ -56,7 +57,18 @@ def _path(namespace: str, name: str | None = None) -> str:
 
 
 def _where(namespace: str) -> str:
-    return "global secret" if namespace == GLOBAL_NAME else f"secret of {namespace}"
+    return "globally" if namespace == GLOBAL_NAME else f"in {namespace}"
+
+
+def _time(text: str) -> str:
+    return datetime.fromisoformat(text).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _named(name: str) -> str:
+    try:
+        return check_name(name)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from exc
 
 
 def _read_value(name: str) -> str:
@@ -90,7 +102,7 @@ def set_secret(name: str, namespace: Namespace = None, global_: Global = False) 
 
         printf %s "$GH_TOKEN" | offload secrets set GH_TOKEN --global
     """
-    value = _read_value(name)
+    value = _read_value(_named(name))
     if not value:
         raise fail(f"secret {name} would be empty; give it a value on stdin", 2)
 
@@ -100,7 +112,7 @@ def set_secret(name: str, namespace: Namespace = None, global_: Global = False) 
         return where
 
     where = api(work)
-    out.print(f"{_where(where)} {name} set", highlight=False)
+    out.print(f"secret {name} set {_where(where)}", highlight=False)
 
 
 @secrets_app.command("list")
@@ -132,9 +144,9 @@ def list_secrets(
     if not found:
         out.print(f"no secrets in {where}", highlight=False)
         return
-    table = Table("name", "updated", "created", title=where)
+    table = Table("name", "updated (UTC)", "created (UTC)", title=where)
     for s in found:
-        table.add_row(s["name"], s["updatedAt"], s["createdAt"])
+        table.add_row(s["name"], _time(s["updatedAt"]), _time(s["createdAt"]))
     out.print(table)
 
 
@@ -155,7 +167,7 @@ def delete_secret(name: str, namespace: Namespace = None, global_: Global = Fals
         return where
 
     where = api(work)
-    out.print(f"{_where(where)} {name} deleted", highlight=False)
+    out.print(f"secret {name} deleted {_where(where)}", highlight=False)
 
 
 @secrets_app.command("accesses")
@@ -183,9 +195,9 @@ def accesses(
     if not found:
         out.print(f"no job has used {name} yet", highlight=False)
         return
-    table = Table("at", "job", "queue", "namespace")
+    table = Table("at (UTC)", "job", "queue", "job's namespace")
     for a in found:
-        table.add_row(a["at"], str(a["jobId"]), a["jobQueue"], a["jobNamespace"] or "-")
+        table.add_row(_time(a["at"]), str(a["jobId"]), a["jobQueue"], a["jobNamespace"] or "-")
     out.print(table)
 
 

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from offload.identity.audit import AuditLog
-from offload.identity.authenticator import Authenticator, client_address
+from offload.identity.authenticator import Authenticator
 from offload.identity.namespaces import resolve
 from offload.identity.principal import Principal
 from offload.secrets.store import GLOBAL, VALUE_MAX, Secrets, UnknownSecret, check_name
@@ -95,12 +95,7 @@ def secrets_router(secrets: Secrets, auth: Authenticator, audit: AuditLog) -> AP
             await secrets.set(found, named(name), body.value)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
-        await audit.record(
-            principal.username,
-            "secret.set",
-            f"{namespace}/{name}",
-            address=client_address(request),
-        )
+        await audit.by(principal, request, "secret.set", f"{namespace}/{name}")
 
     @router.delete("/{namespace}/{name}", status_code=204)
     async def delete_secret(
@@ -109,12 +104,7 @@ def secrets_router(secrets: Secrets, auth: Authenticator, audit: AuditLog) -> AP
         found = await changeable(principal, namespace)
         if not await secrets.delete(found, named(name)):
             raise HTTPException(404, f"no secret {name} in {namespace}")
-        await audit.record(
-            principal.username,
-            "secret.delete",
-            f"{namespace}/{name}",
-            address=client_address(request),
-        )
+        await audit.by(principal, request, "secret.delete", f"{namespace}/{name}")
 
     @router.get("/{namespace}/{name}/accesses")
     async def accesses(

@@ -29,11 +29,11 @@ JOBS: dict[str, WorkerJob] = {
     "batches.syncer": WorkerJob(
         "Keeps published changesets in step with their code host.", changeset_syncer.build
     ),
-    "identity.janitor": WorkerJob(
-        "Deletes ended sessions and audit entries past their retention.", identity_janitor.build
-    ),
     "batches.spec-expirer": WorkerJob(
         "Deletes batch specs that were never applied, once they are old.", expirer.build
+    ),
+    "identity.janitor": WorkerJob(
+        "Deletes ended sessions and audit entries past their retention.", identity_janitor.build
     ),
 }
 
