@@ -56,7 +56,7 @@ async def call(client: httpx.AsyncClient, method: str, path: str, **kwargs: Any)
     except httpx.TransportError as exc:
         raise fail(
             f"cannot reach the offload server at {client.base_url} ({exc}); start it with "
-            "`offload up` or set OFFLOAD_URL"
+            "`offload up`, or sign in to another with `offload login URL` (or set OFFLOAD_URL)"
         ) from exc
     if response.status_code >= 400:
         try:

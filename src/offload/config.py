@@ -58,6 +58,13 @@ def parse_weights(value: Any) -> Any:
     return weights
 
 
+def parse_list(value: Any) -> Any:
+    """`a,b` as ["a", "b"] (blanks dropped); other types pass."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 QueueNames = Annotated[list[str], NoDecode, BeforeValidator(parse_queue_names)]
 Weights = Annotated[dict[str, int], NoDecode, BeforeValidator(parse_weights)]
 
@@ -135,6 +142,11 @@ class Settings(BaseSettings):
     session_ttl: Duration = timedelta(days=7)
     # Who may read /metrics, /healthz and /version: `public`, or `site-admin` (with a token).
     status_routes: Literal["public", "site-admin"] = "public"
+    # Reverse proxies in front of the server whose X-Forwarded-For is believed, e.g.
+    # `10.0.0.5,10.0.0.6`; none by default, so a caller cannot pick the address it is seen at.
+    trusted_proxies: Annotated[list[str], NoDecode, BeforeValidator(parse_list)] = Field(
+        default_factory=list
+    )
     # The CLI's access token (else the one `offload login` stored).
     token: str | None = None
     # The key secrets are encrypted with (a Fernet key), or a file holding one; with neither,

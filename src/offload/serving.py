@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Sequence
 from typing import TypeVar
 
 import uvicorn
@@ -54,14 +54,20 @@ class Server(uvicorn.Server):
         yield
 
 
-def server(app: FastAPI, *, stop_timeout: float) -> Server:
-    """A uvicorn server for `app` that logs through offload's logging."""
+def server(app: FastAPI, *, stop_timeout: float, trusted_proxies: Sequence[str] = ()) -> Server:
+    """A uvicorn server for `app` that logs through offload's logging.
+
+    The caller's address (sign-in limits, the audit log) is the connection's own, unless the
+    connection comes from one of `trusted_proxies`: only then is X-Forwarded-For believed.
+    """
     return Server(
         uvicorn.Config(
             app,
             log_config=None,
             lifespan="off",
             timeout_graceful_shutdown=max(int(stop_timeout), 1),
+            proxy_headers=bool(trusted_proxies),
+            forwarded_allow_ips=list(trusted_proxies) or None,
         )
     )
 

@@ -56,12 +56,12 @@ class Terminal:
         return self.config / "offload" / "credentials.json"
 
     def __call__(
-        self, *args: str, stdin: str | None = None, timeout: float = 120
+        self, *args: str, stdin: str | None = None, timeout: float = 120, **env: str
     ) -> subprocess.CompletedProcess[str]:
-        """Run `offload ARGS` here."""
+        """Run `offload ARGS` here (with `env` added to the environment)."""
         return subprocess.run(
             [sys.executable, "-m", "offload", *args],
-            env=self.env,
+            env={**self.env, **env},
             input=stdin,
             capture_output=True,
             text=True,
@@ -249,6 +249,9 @@ def test_the_cli_tour_from_a_terminal_without_a_database(fleet: Fleet, tmp_path:
     assert flat(admin.ok("logout").stdout) == "signed out"
     assert not admin.credentials.exists()
     assert flat(alice.ok("whoami").stdout).startswith("alice;")
+    pointed = admin("whoami", OFFLOAD_URL=url)
+    assert pointed.returncode != 0
+    assert f"sign in with `offload login {url}`" in flat(pointed.stderr), pointed.stderr
     after = admin("whoami")
     assert after.returncode != 0
     assert "offload login" in flat(after.stderr), after.stderr

@@ -334,6 +334,11 @@ async def test_every_route_answers_each_caller_as_expected(site: Site) -> None:
 
 
 async def test_a_list_limit_has_a_maximum(site: Site) -> None:
-    for path in ("/api/jobs?limit=100000", "/api/users?limit=100000", "/api/audit?limit=0"):
+    for path in (
+        "/api/jobs?limit=100000",
+        "/api/users?limit=100000",
+        "/api/audit?limit=0",
+        "/api/pulls?limit=5000",
+    ):
         answer = await site.call("admin", "GET", path)
         assert answer.status_code == 422, (path, answer.text)

@@ -157,3 +157,29 @@ async def test_a_local_heartbeat_keeps_no_one_elses_jobs_alive(site: Site) -> No
         "SELECT last_heartbeat_at FROM batch_workspace_jobs WHERE id = :i", {"i": job_id}
     )
     assert parse_time(after[0]["last_heartbeat_at"]) == stale
+
+
+async def test_a_forged_forwarded_address_neither_hides_nor_dodges_the_sign_in_limit(
+    site: Site,
+) -> None:
+    # Five wrong passwords for five usernames, each "from" another address: the address the
+    # server sees is the connection's, so the sixth attempt is refused whatever it claims.
+    for n in range(5):
+        wrong = await site.call(
+            "anonymous",
+            "POST",
+            "/api/session",
+            json={"username": f"guess{n}", "password": "wrong password!"},
+            headers={"X-Forwarded-For": f"203.0.113.{n}"},
+        )
+        assert wrong.status_code == 401
+    sixth = await site.call(
+        "anonymous",
+        "POST",
+        "/api/session",
+        json={"username": "olive", "password": "correct horse battery"},
+        headers={"X-Forwarded-For": "198.51.100.7"},
+    )
+    assert sixth.status_code == 429
+    audit = await site.call("admin", "GET", "/api/audit", params={"action": "sign-in.failed"})
+    assert {e["address"] for e in audit.json()} == {"127.0.0.1"}

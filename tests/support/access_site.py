@@ -51,7 +51,9 @@ class Site:
 
     async def call(self, who: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One request as `who` (one of CALLERS)."""
-        headers = {} if who == "anonymous" else {"Authorization": f"token {self.tokens[who]}"}
+        headers = dict(kwargs.pop("headers", {}))
+        if who != "anonymous":
+            headers["Authorization"] = f"token {self.tokens[who]}"
         async with httpx.AsyncClient(base_url=self.url, timeout=60) as client:
             return await client.request(method, path, headers=headers, **kwargs)
 

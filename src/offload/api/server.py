@@ -47,7 +47,7 @@ async def _serve(settings: Settings, stopping: asyncio.Event) -> int:
         if first is not None:
             # To the terminal, not the structured log: log lines are shipped and kept.
             print(first.message(settings.url or address(sock)), file=sys.stderr, flush=True)
-        http = server(app, stop_timeout=deadline)
+        http = server(app, stop_timeout=deadline, trusted_proxies=settings.trusted_proxies)
         serving = asyncio.create_task(http.serve(sockets=[sock]), name="server http")
         log.info("offload server listening on %s (database %s)", address(sock), url.redacted())
         wake = asyncio.ensure_future(stopping.wait())

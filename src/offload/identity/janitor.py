@@ -1,4 +1,5 @@
-"""`identity.janitor`: deletes ended sessions and audit entries older than their retention."""
+"""`identity.janitor`: deletes ended sessions, and audit and secret access entries older than
+their retention."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 
 from offload.identity.audit import AuditLog
 from offload.identity.sessions import Sessions
+from offload.secrets.store import expire_accesses
 from offload.worker.job import WorkerContext
 from offload.worker.routine import Periodic, Routine
 
@@ -13,9 +15,11 @@ log = logging.getLogger(__name__)
 
 
 async def sweep(sessions: Sessions, audit: AuditLog, context: WorkerContext) -> None:
-    """One pass: ended sessions, then audit entries past OFFLOAD_AUDIT_RETENTION."""
+    """One pass: ended sessions, then audit and secret access entries past
+    OFFLOAD_AUDIT_RETENTION."""
     ended = await sessions.expire()
-    dropped = await audit.expire(context.clock.now() - context.settings.audit_retention)
+    before = context.clock.now() - context.settings.audit_retention
+    dropped = await audit.expire(before) + await expire_accesses(context.db, before)
     if ended or dropped:
         log.info(
             "deleted %d ended session(s) and %d audit entr%s older than %s",

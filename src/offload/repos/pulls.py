@@ -184,10 +184,16 @@ class PullRequestStore:
         return found
 
     async def list(
-        self, repo: str | None = None, state: PullRequestState | None = None
+        self,
+        repo: str | None = None,
+        state: PullRequestState | None = None,
+        *,
+        limit: int | None = None,
     ) -> list[StoredPullRequest]:
-        """Pull requests by repository and number, of one repository and one state if given."""
-        where, params = [], {}
+        """Pull requests by repository and number, of one repository and one state if given
+        (the first `limit` of them, if given)."""
+        where: list[str] = []
+        params: dict[str, Any] = {}
         if repo is not None:
             where.append("repo_name = :repo")
             params["repo"] = repo
@@ -197,7 +203,11 @@ class PullRequestStore:
         sql = "SELECT * FROM pull_requests"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        rows = await self.db.fetch(sql + " ORDER BY repo_name, number", params)
+        sql += " ORDER BY repo_name, number"
+        if limit is not None:
+            sql += " LIMIT :limit"
+            params["limit"] = limit
+        rows = await self.db.fetch(sql, params)
         return [StoredPullRequest.from_row(row) for row in rows]
 
     async def update(

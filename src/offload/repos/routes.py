@@ -49,11 +49,13 @@ def pulls_router(pulls: PullRequests, auth: Authenticator, audit: AuditLog) -> A
         _: Principal = Depends(auth.require),
         repo: Annotated[str | None, Query(max_length=255)] = None,
         state: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=LIMIT_MAX)] = LIMIT_MAX,
     ) -> list[dict[str, Any]]:
         if state is not None and state not in STATES:
             raise HTTPException(400, f"state must be one of {', '.join(STATES)}")
         chosen = cast(PullRequestState | None, state)
-        return [_json(pr) for pr in await pulls.store.list(repo=repo, state=chosen)]
+        found = await pulls.store.list(repo=repo, state=chosen, limit=limit)
+        return [_json(pr) for pr in found]
 
     async def act(
         principal: Principal, request: Request, verb: str, repo: str, number: int

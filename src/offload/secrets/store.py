@@ -323,3 +323,9 @@ class Secrets:
         value = self._open(row, cipher)
         sealed = _sealed(str(row["namespace"]), str(row["name"]), value)
         return {"value": cipher.encrypt(sealed), "key_id": cipher.key_id}
+
+
+async def expire_accesses(db: Database, before: datetime) -> int:
+    """Delete access log entries from before `before` (the janitor's retention); how many."""
+    rows = await db.fetch("DELETE FROM secret_access_log WHERE at < :t RETURNING id", {"t": before})
+    return len(rows)
