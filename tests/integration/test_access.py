@@ -342,3 +342,12 @@ async def test_a_list_limit_has_a_maximum(site: Site) -> None:
     ):
         answer = await site.call("admin", "GET", path)
         assert answer.status_code == 422, (path, answer.text)
+
+
+async def test_status_routes_can_be_closed_to_all_but_site_admins(
+    db: Database, db_url: DatabaseURL, tmp_path: Path
+) -> None:
+    async with served(db, db_url, tmp_path, status_routes="site-admin") as closed:
+        for path in ("/metrics", "/healthz", "/version"):
+            got = tuple([(await closed.call(who, "GET", path)).status_code for who in CALLERS])
+            assert got == (401, 403, 403, 200), (path, got)

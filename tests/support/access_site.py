@@ -114,10 +114,15 @@ class Site:
 
 
 @contextlib.asynccontextmanager
-async def served(db: Database, db_url: DatabaseURL, tmp: Path) -> AsyncIterator[Site]:
+async def served(
+    db: Database, db_url: DatabaseURL, tmp: Path, **settings_given: Any
+) -> AsyncIterator[Site]:
     """create_app on a free port of 127.0.0.1, with its people and a repository `demo`."""
     settings = Settings(
-        data_dir=tmp / "data", database_url=db_url.raw, job_queues=["default", "gpu"]
+        data_dir=tmp / "data",
+        database_url=db_url.raw,
+        job_queues=["default", "gpu"],
+        **settings_given,
     )
     users, tokens, orgs = Users(db), AccessTokens(db), Orgs(db)
     made: dict[str, str] = {}
