@@ -28,7 +28,7 @@ from offload.db.values import parse_time
 from offload.dispatch.dispatcher import Dispatcher
 from offload.dispatch.grants import NotGranted, QueueGrants
 from offload.identity.audit import AuditLog
-from offload.identity.authenticator import Authenticator
+from offload.identity.authenticator import Authenticator, acting_namespace
 from offload.identity.principal import Principal
 from offload.protocol.wire import DequeueRequest, HeartbeatRequest, HeartbeatResponse
 from offload.secrets.store import UnknownSecret
@@ -109,13 +109,7 @@ def batches_router(
     async def submit(
         body: SubmitSpec, principal: Principal = Depends(auth.require)
     ) -> dict[str, Any] | JSONResponse:
-        namespace = body.namespace or principal.username
-        if not principal.may_act_in(namespace):
-            raise HTTPException(
-                403,
-                f"you may not submit batch specs in {namespace}: it is not you or an "
-                "organization you belong to",
-            )
+        namespace = acting_namespace(principal, body.namespace, "batch specs")
         try:
             await grants.require(EXECUTION, namespace)
         except NotGranted as exc:

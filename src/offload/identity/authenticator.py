@@ -40,6 +40,19 @@ def token_of(request: Request) -> str | None:
     return value.strip()
 
 
+def acting_namespace(principal: Principal, given: str, what: str) -> str:
+    """The namespace a request acts in: `given`, or the caller's own; 403 when the caller may
+    not act there. `what` names what is being submitted (jobs, batch specs)."""
+    namespace = given or principal.username
+    if not principal.may_act_in(namespace):
+        raise HTTPException(
+            403,
+            f"you may not submit {what} in {namespace}: it is not you or an organization you "
+            "belong to",
+        )
+    return namespace
+
+
 def client_address(request: Request) -> str:
     """The caller's address as the server saw it."""
     return request.client.host if request.client else ""

@@ -16,7 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from offload.dispatch.grants import NotGranted
 from offload.identity.audit import AuditLog
-from offload.identity.authenticator import Authenticator
+from offload.identity.authenticator import Authenticator, acting_namespace
 from offload.identity.principal import Principal
 from offload.jobs.service import JobRequest, JobRequestError, JobService, JobView
 from offload.secrets.store import UnknownSecret
@@ -57,13 +57,7 @@ def jobs_router(service: JobService, auth: Authenticator, audit: AuditLog) -> AP
     ) -> dict[str, Any]:
         if sum(len(part) for part in body.command) > 256 * 1024:
             raise HTTPException(400, "the command is longer than 256 KiB")
-        namespace = body.namespace or principal.username
-        if not principal.may_act_in(namespace):
-            raise HTTPException(
-                403,
-                f"you may not submit jobs in {namespace}: it is not you or an organization "
-                "you belong to",
-            )
+        namespace = acting_namespace(principal, body.namespace, "jobs")
         fields = body.model_dump(exclude={"namespace"})
         request = JobRequest(**fields, namespace=namespace, submitted_by=principal.username)
         try:
