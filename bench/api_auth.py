@@ -57,23 +57,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import hashlib
-import importlib.metadata
-import json
 import os
 import platform
 import re
 import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,12 +83,14 @@ from offload.db.connect import open_database
 from offload.db.url import DatabaseURL
 from offload.identity.authenticator import CACHE_TTL, Authenticator
 from offload.identity.sessions import Sessions
+from provenance import software
+from report import RESULTS, medians, percentile, write_results
+from scratchdb import connect, database
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests" / "support")]
 from fleet import Fleet, Process, make_repo, spawn  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
 NAME = "api_auth"
 DATABASES = ("sqlite", "postgresql")
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -131,13 +127,6 @@ class Params:
 # -- measuring helpers --------------------------------------------------------------------
 
 
-def percentile(samples: list[float], pct: float) -> float:
-    """The `pct` percentile of `samples` (nearest rank)."""
-    ordered = sorted(samples)
-    rank = max(1, round(pct / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
 def spread(samples: list[float]) -> dict[str, float]:
     """p50, p99, mean and max of `samples`."""
     return {
@@ -166,14 +155,7 @@ async def _reachable(url: str) -> str | None:
     """None if PostgreSQL at `url` accepts a connection, else why not."""
     parsed = DatabaseURL.parse(url, source="--postgres-url")
     try:
-        conn = await asyncpg.connect(
-            host=parsed.host,
-            port=parsed.port,
-            user=parsed.user or None,
-            password=parsed.password or None,
-            database=parsed.database,
-            timeout=5,
-        )
+        conn = await connect(parsed, timeout=5)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         return str(exc) or type(exc).__name__
     await conn.close()
@@ -194,36 +176,6 @@ def postgres_admin_url(url: str, explicit: bool) -> str:
         "start one, pass --postgres-url or set OFFLOAD_TEST_POSTGRES_URL, "
         "or run with --databases sqlite"
     )
-
-
-@contextlib.contextmanager
-def database(kind: str, postgres_url: str, scratch: Path) -> Iterator[DatabaseURL]:
-    """A fresh database for one run: a SQLite file, or a PostgreSQL database dropped after."""
-    if kind == "sqlite":
-        yield DatabaseURL.for_sqlite(scratch / "offload.db")
-        return
-    admin = DatabaseURL.parse(postgres_url, source="--postgres-url")
-    name = f"offload_bench_{uuid.uuid4().hex[:10]}"
-
-    async def execute(sql: str) -> None:
-        conn = await asyncpg.connect(
-            host=admin.host,
-            port=admin.port,
-            user=admin.user or None,
-            password=admin.password or None,
-            database=admin.database,
-            timeout=10,
-        )
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(execute(f"CREATE DATABASE {name}"))
-    try:
-        yield DatabaseURL.parse(f"{postgres_url.rsplit('/', 1)[0]}/{name}")
-    finally:
-        asyncio.run(execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 def auth(token: str) -> dict[str, str]:
@@ -440,7 +392,9 @@ def one_database(kind: str, params: Params, console: Console) -> dict[str, Any]:
     """Every measurement on a fresh database of `kind`, through a fresh server."""
     with (
         tempfile.TemporaryDirectory(prefix="offload-bench-auth-") as tmp,
-        database(kind, params.postgres_url, Path(tmp)) as url,
+        database(
+            None if kind == "sqlite" else params.postgres_url, Path(tmp), source="--postgres-url"
+        ) as url,
     ):
         scratch = Path(tmp)
         fleet = Fleet(url, scratch / "data")
@@ -571,12 +525,6 @@ def one_run(params: Params, console: Console) -> dict[str, Any]:
     return {"figures": figures, "details": details}
 
 
-def medians(runs: list[dict[str, Any]]) -> dict[str, float]:
-    """The median over the runs of every figure."""
-    keys = runs[0]["figures"].keys()
-    return {key: statistics.median(run["figures"][key] for run in runs) for key in keys}
-
-
 def targets(meds: dict[str, float], databases: tuple[str, ...]) -> list[dict[str, Any]]:
     """The targets, read from the medians of the runs."""
     goals = []
@@ -610,54 +558,11 @@ def targets(meds: dict[str, float], databases: tuple[str, ...]) -> list[dict[str
 # -- reporting ------------------------------------------------------------------------------
 
 
-def package_version(name: str) -> str | None:
-    """The installed version of `name`, or None."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def source_digest() -> str:
-    """A digest of offload's installed source (SQL included), to tell apart uncommitted edits."""
-    import offload
-
-    root = Path(offload.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if path.suffix in (".py", ".sql") and "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(root)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def git_commit() -> str | None:
-    """The commit of the checkout this runs from, with '+dirty' when it has changes."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
-
-
 def postgres_version(url: str) -> str | None:
     """The version PostgreSQL at `url` reports, or None."""
 
     async def ask() -> str:
-        admin = DatabaseURL.parse(url)
-        conn = await asyncpg.connect(
-            host=admin.host,
-            port=admin.port,
-            user=admin.user or None,
-            password=admin.password or None,
-            database=admin.database,
-            timeout=10,
-        )
+        conn = await connect(DatabaseURL.parse(url))
         try:
             return str(await conn.fetchval("SHOW server_version"))
         finally:
@@ -682,24 +587,8 @@ def machine_info(params: Params) -> dict[str, Any]:
             if "postgresql" in params.databases
             else None,
         },
-        "packages": {
-            name: package_version(name)
-            for name in ("offload", "httpx", "fastapi", "starlette", "uvicorn", "asyncpg")
-        },
-        "offload_commit": git_commit(),
-        "offload_source_sha256": source_digest(),
+        **software(("offload", "httpx", "fastapi", "starlette", "uvicorn", "asyncpg")),
     }
-
-
-def write_results(document: dict[str, Any]) -> Path:
-    """Write the JSON results (timestamped and latest); returns the timestamped path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    when = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"{NAME}-{when}.json"
-    text = json.dumps(document, indent=2, default=str) + "\n"
-    path.write_text(text)
-    (RESULTS / f"{NAME}-latest.json").write_text(text)
-    return path
 
 
 def fmt(value: float | None, spec: str = ".2f") -> str:
@@ -967,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": goals,
         "server_problems": problems,
     }
-    path = write_results(document)
+    path = write_results(document, NAME, default=str)
     print_summary(console, params, meds, goals)
     unexpected = {k: v for k, v in meds.items() if k.endswith("unexpected_statuses") and v}
     if unexpected:

@@ -85,9 +85,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import hashlib
-import importlib.metadata
 import json
 import math
 import os
@@ -100,13 +97,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 from rich.console import Console
 from rich.table import Table
@@ -123,13 +118,15 @@ from offload.protocol.wire import Job
 from offload.repos.mirror import Mirrors
 from offload.repos.registry import RepoRegistry
 from offload.repos.syncer import Syncer
+from provenance import software, tool_version
+from report import medians, percentile, write_results
+from scratchdb import database
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests" / "support")]
 from busybox import build_rootfs, build_tarball  # noqa: E402
 from fleet import Fleet, Process, spawn  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
 NAME = "batch_scale"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 IMAGE = "offload-bench/busybox:latest"
@@ -179,13 +176,6 @@ class Params:
 
 
 # -- measuring helpers --------------------------------------------------------------------
-
-
-def percentile(samples: list[float], pct: float) -> float:
-    """The `pct` percentile of `samples` (nearest rank)."""
-    ordered = sorted(samples)
-    rank = max(1, round(pct / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def ms(seconds: float) -> float:
@@ -256,39 +246,6 @@ async def timed_process(argv: list[str], env: dict[str, str] | None = None) -> f
 
 
 # -- the system under test ----------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def database(postgres_url: str | None, scratch: Path, keep: bool) -> Iterator[DatabaseURL]:
-    """A fresh database for one run: a SQLite file, or a PostgreSQL database dropped after."""
-    if postgres_url is None:
-        yield DatabaseURL.for_sqlite(scratch / "offload.db")
-        return
-    admin = DatabaseURL.parse(postgres_url, source="--postgres")
-    name = f"offload_bench_{uuid.uuid4().hex[:10]}"
-
-    async def execute(sql: str) -> None:
-        conn = await asyncpg.connect(
-            host=admin.host,
-            port=admin.port,
-            user=admin.user or None,
-            password=admin.password or None,
-            database=admin.database,
-            timeout=10,
-        )
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(execute(f"CREATE DATABASE {name}"))
-    try:
-        yield DatabaseURL.parse(f"{postgres_url.rsplit('/', 1)[0]}/{name}")
-    finally:
-        if keep:
-            print(f"kept PostgreSQL database {name}")
-        else:
-            asyncio.run(execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 def layout(workspaces: int, per_repo: int) -> dict[str, list[str]]:
@@ -832,7 +789,7 @@ def one_run(params: Params, console: Console) -> dict[str, Any]:
     """Floors, the end-to-end preview, the cached preview and resources, on a fresh database."""
     scratch = Path(tempfile.mkdtemp(prefix="offload-bench-scale-"))
     try:
-        with database(params.postgres_url, scratch, params.keep) as url:
+        with database(params.postgres_url, scratch, source="--postgres", keep=params.keep) as url:
             return measure_run(params, console, scratch, url)
     finally:
         if params.keep:
@@ -967,12 +924,6 @@ def summarize_run(
     }
 
 
-def medians(runs: list[dict[str, Any]]) -> dict[str, float]:
-    """The median over the runs of every figure present in all of them."""
-    keys = set.intersection(*(set(run["figures"]) for run in runs))
-    return {key: statistics.median(run["figures"][key] for run in runs) for key in sorted(keys)}
-
-
 def targets(meds: dict[str, float], n: int) -> list[dict[str, Any]]:
     """The acceptance targets, met or missed (they are set for N = 45,000)."""
     return [
@@ -1000,51 +951,6 @@ def targets(meds: dict[str, float], n: int) -> list[dict[str, Any]]:
 # -- reporting ----------------------------------------------------------------------------
 
 
-def package_version(name: str) -> str | None:
-    """The installed version of `name`, or None."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def source_digest() -> str:
-    """A digest of offload's installed source (SQL included), to tell apart uncommitted edits."""
-    import offload
-
-    root = Path(offload.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if path.suffix in (".py", ".sql") and "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(root)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def git_commit() -> str | None:
-    """The commit of the checkout this runs from, with '+dirty' when it has changes."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
-
-
-def tool_version(*argv: str) -> str | None:
-    """The first line `argv` prints, or None."""
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = (done.stdout or done.stderr).strip().splitlines()
-    return lines[0] if lines else None
-
-
 def machine_info(postgres_url: str | None) -> dict[str, Any]:
     """Where the benchmark ran."""
     postgres = None
@@ -1061,19 +967,8 @@ def machine_info(postgres_url: str | None) -> dict[str, Any]:
             "umoci": tool_version("umoci", "--version"),
             "postgresql": postgres,
         },
-        "packages": {name: package_version(name) for name in ("offload", "httpx", "uvicorn")},
-        "offload_commit": git_commit(),
-        "offload_source_sha256": source_digest(),
+        **software(("offload", "httpx", "uvicorn")),
     }
-
-
-def write_results(document: dict[str, Any]) -> Path:
-    """Write the JSON results; their path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    when = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"{NAME}-{when}.json"
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path
 
 
 def fmt(value: float | None, spec: str = ".1f") -> str:
@@ -1341,7 +1236,7 @@ def main(argv: list[str] | None = None) -> int:
             # Kept in the results: what broke at this scale is a finding too.
             console.print(f"[red]run {n + 1} failed:[/red] {exc}", highlight=False)
             failures.append({"run": n + 1, "error": str(exc)})
-    meds = medians(runs) if runs else {}
+    meds = medians(runs, in_all=True) if runs else {}
     goals = targets(meds, params.workspaces) if runs else []
     document = {
         "benchmark": NAME,
@@ -1368,7 +1263,7 @@ def main(argv: list[str] | None = None) -> int:
         "medians": meds,
         "targets": goals,
     }
-    path = write_results(document)
+    path = write_results(document, NAME, latest=False)
     if runs:
         print_summary(console, params, meds, goals)
     console.print(f"results: {path}")

@@ -75,33 +75,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import contextlib
 import dataclasses
-import hashlib
-import importlib.metadata
-import json
 import os
 import platform
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 from rich.console import Console
 from rich.table import Table
 
-from offload.db.url import DatabaseURL
 from offload.executor import workspace
 from offload.executor.images import ImageStore
 from offload.executor.runtimes.base import Limits, Step
@@ -109,6 +101,9 @@ from offload.executor.runtimes.docker import DockerRuntime
 from offload.executor.runtimes.sandbox import SandboxRuntime
 from offload.protocol.wire import Job
 from offload.repos.mirror import Mirrors
+from provenance import software, tool_version
+from report import RESULTS, medians, percentile, write_results
+from scratchdb import database
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests" / "support")]
@@ -116,7 +111,6 @@ from busybox import BusyboxMissing, build_rootfs, build_tarball  # noqa: E402
 from dockerd import Dockerd, EngineUnavailable  # noqa: E402
 from fleet import Fleet, Process, make_repo  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
 NAME = "executor_overhead"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 RUNTIMES = ("sandbox", "docker")
@@ -151,13 +145,6 @@ class Params:
 
 
 # -- measuring helpers --------------------------------------------------------------------
-
-
-def percentile(samples: list[float], pct: float) -> float:
-    """The `pct` percentile of `samples` (nearest rank)."""
-    ordered = sorted(samples)
-    rank = max(1, round(pct / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def spread(samples: list[float]) -> dict[str, float]:
@@ -259,36 +246,6 @@ class Engine:
     def stop(self) -> None:
         """Stop dockerd and remove its directory."""
         self.dockerd.stop()
-
-
-@contextlib.contextmanager
-def database(postgres_url: str | None, scratch: Path) -> Iterator[DatabaseURL]:
-    """A fresh database for one run: a SQLite file, or a PostgreSQL database dropped after."""
-    if postgres_url is None:
-        yield DatabaseURL.for_sqlite(scratch / "offload.db")
-        return
-    admin = DatabaseURL.parse(postgres_url, source="--postgres")
-    name = f"offload_bench_{uuid.uuid4().hex[:10]}"
-
-    async def execute(sql: str) -> None:
-        conn = await asyncpg.connect(
-            host=admin.host,
-            port=admin.port,
-            user=admin.user or None,
-            password=admin.password or None,
-            database=admin.database,
-            timeout=10,
-        )
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(execute(f"CREATE DATABASE {name}"))
-    try:
-        yield DatabaseURL.parse(f"{postgres_url.rsplit('/', 1)[0]}/{name}")
-    finally:
-        asyncio.run(execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 def executor_env(runtime: str, engine: Engine | None) -> dict[str, str]:
@@ -565,16 +522,19 @@ def one_run(params: Params, engine: Engine | None, console: Console) -> dict[str
     """Floors, latency and throughput on a fresh server and database."""
     with (
         tempfile.TemporaryDirectory(prefix="offload-bench-") as tmp,
-        database(params.postgres_url, Path(tmp)) as url,
+        database(params.postgres_url, Path(tmp), source="--postgres") as url,
     ):
         scratch = Path(tmp)
         fleet = Fleet(url, scratch / "data")
         commit = make_repo(scratch / "src" / REPO, REPO_FILES)
         add = ("repos", "add", str(scratch / "src" / REPO), "--name", REPO)
-        for args in (("migrate", "up"), add):
+
+        def offload(*args: str) -> None:
             done = fleet.offload(*args)
             if done.returncode != 0:
                 raise RuntimeError(f"offload {' '.join(args)}: {done.stderr or done.stdout}")
+
+        offload("migrate", "up")
         mirror = Mirrors.in_data_dir(fleet.data_dir).path(REPO)
         jobs: dict[str, list[dict[str, float]]] = {}
         rates: dict[str, dict[str, Any]] = {}
@@ -583,6 +543,7 @@ def one_run(params: Params, engine: Engine | None, console: Console) -> dict[str
         ]
         try:
             fleet.start_server()
+            offload(*add)  # through the server's API, as its site admin
             with httpx.Client(base_url=fleet.base, timeout=60, headers=fleet.headers) as client:
                 console.print("  floors")
                 floors = measure_floors(client, params, engine, scratch, mirror, commit)
@@ -643,12 +604,6 @@ def summarize_run(
     return {"figures": flat, "throughput": rates, "samples": jobs, "floor_samples": floors}
 
 
-def medians(runs: list[dict[str, Any]]) -> dict[str, float]:
-    """The median over the runs of every figure."""
-    keys = runs[0]["figures"].keys()
-    return {key: statistics.median(run["figures"][key] for run in runs) for key in keys}
-
-
 def targets(meds: dict[str, float]) -> list[dict[str, Any]]:
     """The acceptance targets (sandbox) and the same goals read for docker, for information."""
     goals = []
@@ -684,51 +639,6 @@ def targets(meds: dict[str, float]) -> list[dict[str, Any]]:
 # -- reporting ------------------------------------------------------------------------------
 
 
-def package_version(name: str) -> str | None:
-    """The installed version of `name`, or None."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def source_digest() -> str:
-    """A digest of offload's installed source (SQL included), to tell apart uncommitted edits."""
-    import offload
-
-    root = Path(offload.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if path.suffix in (".py", ".sql") and "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(root)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def git_commit() -> str | None:
-    """The commit of the checkout this runs from, with '+dirty' when it has changes."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
-
-
-def tool_version(*argv: str) -> str | None:
-    """The first line `argv` prints, or None."""
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = (done.stdout or done.stderr).strip().splitlines()
-    return lines[0] if lines else None
-
-
 def machine_info(engine: Engine | None) -> dict[str, Any]:
     """Where the benchmark ran."""
     docker = shutil.which("docker") or "docker"
@@ -743,21 +653,8 @@ def machine_info(engine: Engine | None) -> dict[str, Any]:
             "docker_cli": f"{docker}: {tool_version(docker, '--version')}",
             "dockerd": tool_version("dockerd", "--version") if engine else None,
         },
-        "packages": {name: package_version(name) for name in ("offload", "httpx", "uvicorn")},
-        "offload_commit": git_commit(),
-        "offload_source_sha256": source_digest(),
+        **software(("offload", "httpx", "uvicorn")),
     }
-
-
-def write_results(document: dict[str, Any]) -> Path:
-    """Write the JSON results (timestamped and latest); returns the timestamped path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    when = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"{NAME}-{when}.json"
-    text = json.dumps(document, indent=2) + "\n"
-    path.write_text(text)
-    (RESULTS / f"{NAME}-latest.json").write_text(text)
-    return path
 
 
 def fmt(value: float | None, spec: str = ".1f") -> str:
@@ -1033,7 +930,7 @@ def main(argv: list[str] | None = None) -> int:
         "medians": meds,
         "targets": goals,
     }
-    path = write_results(document)
+    path = write_results(document, NAME)
     print_summary(console, params, meds, goals)
     console.print(f"results: {path} (and {RESULTS / f'{NAME}-latest.json'})")
     return 0

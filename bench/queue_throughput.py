@@ -51,19 +51,14 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import hashlib
-import importlib.metadata
-import json
 import logging
 import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -83,8 +78,10 @@ from offload.jobs.queue import spec as job_queue
 from offload.queue.consumer import Consumer
 from offload.queue.record import Record
 from offload.queue.store import SqlQueueStore
+from provenance import software
+from report import RESULTS, percentile, write_results
+from scratchdb import connect, create, drop, url_of
 
-RESULTS = Path(__file__).parent / "results"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 WARMUP_SAMPLES = 10  # latency samples taken first and discarded (connections, statement caches)
 SETTLE_POLL = 0.005  # seconds between "is every job finished?" probes once all have started
@@ -144,13 +141,6 @@ class Figures:
 
 
 # -- measuring helpers --------------------------------------------------------------------
-
-
-def percentile(samples: list[float], pct: float) -> float:
-    """The `pct` percentile of `samples` (nearest rank)."""
-    ordered = sorted(samples)
-    rank = max(1, round(pct / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 class Tally:
@@ -266,29 +256,14 @@ async def stop_all(tasks: list[asyncio.Task[Any]], grace: float = 30.0) -> None:
 # -- PostgreSQL databases -----------------------------------------------------------------
 
 
-def database_url(admin_url: str, name: str) -> str:
-    """`admin_url` pointing at database `name` instead."""
-    return f"{admin_url.rsplit('/', 1)[0]}/{name}"
-
-
-async def admin_execute(admin_url: str, sql: str) -> None:
-    """Run one statement on the admin database."""
-    conn = await asyncpg.connect(admin_url, timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @contextlib.asynccontextmanager
 async def fresh_database(admin_url: str, label: str) -> AsyncIterator[str]:
     """A new, empty PostgreSQL database, dropped afterwards; yields its URL."""
-    name = f"offload_bench_{label}_{uuid.uuid4().hex[:10]}"
-    await admin_execute(admin_url, f"CREATE DATABASE {name}")
+    name = await create(admin_url, label)
     try:
-        yield database_url(admin_url, name)
+        yield url_of(admin_url, name)
     finally:
-        await admin_execute(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await drop(admin_url, name)
 
 
 class Probe:
@@ -704,45 +679,9 @@ def targets(meds: dict[str, dict[str, float]], rats: dict[str, float]) -> list[d
 # -- reporting ------------------------------------------------------------------------------
 
 
-def package_version(name: str) -> str | None:
-    """The installed version of `name`, or None."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def source_digest() -> str:
-    """A digest of offload's installed source (SQL included), to tell apart uncommitted edits."""
-    import offload
-
-    root = Path(offload.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if path.suffix in (".py", ".sql") and "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(root)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def git_commit() -> str | None:
-    """The commit of the checkout this runs from, with '+dirty' when it has changes."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
-
-
 async def postgres_info(admin_url: str) -> dict[str, str]:
     """Version and durability settings of the PostgreSQL server."""
-    conn = await asyncpg.connect(admin_url, timeout=10)
+    conn = await connect(admin_url)
     try:
         settings = (
             "server_version",
@@ -769,24 +708,8 @@ def machine_info(params: Params) -> dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         "event_loop": params.loop,
         "postgres": asyncio.run(postgres_info(params.postgres_url)),
-        "packages": {
-            name: package_version(name)
-            for name in ("offload", "pgqueuer", "procrastinate", "asyncpg", "psycopg", "uvloop")
-        },
-        "offload_commit": git_commit(),
-        "offload_source_sha256": source_digest(),
+        **software(("offload", "pgqueuer", "procrastinate", "asyncpg", "psycopg", "uvloop")),
     }
-
-
-def write_results(document: dict[str, Any]) -> Path:
-    """Write the JSON results (timestamped and latest); returns the timestamped path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"queue_throughput-{stamp}.json"
-    text = json.dumps(document, indent=2, sort_keys=False) + "\n"
-    path.write_text(text)
-    (RESULTS / "queue_throughput-latest.json").write_text(text)
-    return path
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -959,7 +882,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": rats,
         "targets": goals,
     }
-    path = write_results(document)
+    path = write_results(document, "queue_throughput")
     print_summary(console, params, meds, rats, goals)
     console.print(f"results: {path} (and {RESULTS / 'queue_throughput-latest.json'})")
     return 0
