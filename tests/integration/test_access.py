@@ -351,3 +351,17 @@ async def test_status_routes_can_be_closed_to_all_but_site_admins(
         for path in ("/metrics", "/healthz", "/version"):
             got = tuple([(await closed.call(who, "GET", path)).status_code for who in CALLERS])
             assert got == (401, 403, 403, 200), (path, got)
+
+
+async def test_no_route_takes_its_principal_from_the_request(site: Site) -> None:
+    # A dependency FastAPI could not resolve becomes a query parameter instead: the route would
+    # then take its caller from the URL.
+    document = site.app.openapi()
+    taken = [
+        (method, path)
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+        for parameter in operation.get("parameters", [])
+        if parameter["name"] in ("principal", "_")
+    ]
+    assert taken == []

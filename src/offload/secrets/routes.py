@@ -7,8 +7,8 @@ admins; a user's that user and site admins. A namespace the caller may not see i
 it exists or not; one they see but may not change is 403. No route returns a value.
 """
 
-# Without `from __future__ import annotations`: FastAPI must see `Caller` (made inside
-# secrets_router) as the dependency it is, which a string annotation it cannot resolve is not.
+from __future__ import annotations
+
 from datetime import datetime
 from typing import Annotated, Any
 
