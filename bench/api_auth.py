@@ -295,11 +295,11 @@ async def check_costs(url: DatabaseURL, token: str, params: Params) -> dict[str,
             await checker.check_token(token)
             warm.append((time.perf_counter_ns() - start) / 1e6)
         for _ in range(20):
-            checker.forget()
+            checker.forget(USER)
             await checker.check_token(token)
         cold = []
         for _ in range(params.cold_checks):
-            checker.forget()
+            checker.forget(USER)
             start = time.perf_counter_ns()
             await checker.check_token(token)
             cold.append((time.perf_counter_ns() - start) / 1e6)

@@ -9,19 +9,23 @@ import re
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fleet import Fleet, make_repo
+from busybox import BusyboxMissing, build_rootfs, build_tarball
+from ci import unavailable
+from fleet import Fleet, make_repo, spawn
 
 from offload.db.url import DatabaseURL
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="executors need Linux namespaces")
 
 BLOCK = "offload created the first site admin"
+BUSYBOX = "offload-test/busybox:latest"
 SECRET = "s3cr3t-" + "7f1c9a2e40d8"
 
 
@@ -256,3 +260,96 @@ def test_the_cli_tour_from_a_terminal_without_a_database(fleet: Fleet, tmp_path:
     assert after.returncode != 0
     assert "offload login" in flat(after.stderr), after.stderr
     assert list(admin.data_dir.iterdir()) == []
+
+
+BATCH_SPEC = """\
+name: fix-colour
+on:
+  - repository: site
+steps:
+  - run: sed -i 's/colour/color/g' README.md
+    container: offload-test/busybox:latest
+changesetTemplate:
+  title: Use color
+  branch: fix-colour
+  commit:
+    message: Fix colour
+  published: true
+"""
+
+
+@pytest.mark.slow
+def test_the_batch_tour_from_a_terminal_without_a_database(fleet: Fleet, tmp_path: Path) -> None:
+    # The README's batch commands, as a user signed in with `offload login` runs them: her
+    # batch change is hers, its pull request is hers to merge, and another user sees none of it.
+    work = tmp_path / "site-work"
+    make_repo(work, {"README.md": "the colour of the site\n"})
+    hosted = tmp_path / "hosted" / "site.git"
+    hosted.parent.mkdir()
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(hosted)], check=True)
+    try:
+        tarball = build_tarball(build_rootfs(tmp_path / "rootfs"), tmp_path / "busybox.tar")
+    except BusyboxMissing as exc:
+        unavailable(str(exc))
+    imported = subprocess.run(
+        [sys.executable, "-m", "offload", "executor", "images", "import", BUSYBOX, str(tarball)],
+        env={**os.environ, "EXECUTOR_DATA_DIR": str(fleet.data_dir / "executor-exec-batch")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert imported.returncode == 0, imported.stderr
+    fleet.start_server()
+    worker = spawn(
+        "worker",
+        ["worker", "--job", "batches.resolver", "--job", "batches.reconciler"],
+        {**fleet.env, "OFFLOAD_WORKER_PORT": "0"},
+    )
+    try:
+        worker.wait_for("offload worker listening")
+        fleet.start_executor("exec-batch", slots=2, EXECUTOR_QUEUE_NAME="batches")
+        admin = Terminal(tmp_path, "config")
+        admin.ok("login", fleet.base, stdin=fleet.admin_token + "\n")
+        admin.ok("repos", "add", str(hosted), "--name", "site")
+        carol = Terminal(tmp_path, "config-carol")
+        carol.ok("login", fleet.base, stdin=fleet.user("carol") + "\n")
+        mallory = Terminal(tmp_path, "config-mallory")
+        mallory.ok("login", fleet.base, stdin=fleet.user("mallory") + "\n")
+
+        spec = tmp_path / "fix.yaml"
+        assert "wrote" in carol.ok("batch", "new", "-f", str(spec), "--name", "fix-colour").stdout
+        spec.write_text(BATCH_SPEC)
+        carol.ok("batch", "validate", "-f", str(spec))
+        preview = carol.ok("batch", "preview", "-f", str(spec))
+        found = re.search(r"offload batch apply --spec (\w+)", preview.stdout)
+        assert found is not None, preview.stdout
+        assert "site" in preview.stdout and "create,push,publish" in preview.stdout
+        # Another user can neither apply her spec nor see her batch change.
+        assert mallory("batch", "apply", "--spec", found.group(1)).returncode != 0
+        applied = carol.ok("batch", "apply", "--spec", found.group(1))
+        assert "applied batch change fix-colour" in applied.stdout
+        deadline = time.monotonic() + 90
+        status = ""
+        while "1 open" not in status and time.monotonic() < deadline:
+            status = flat(carol.ok("batch", "status", "fix-colour").stdout)
+            time.sleep(0.5)
+        assert "changesets: 1 open" in status, status
+        seen = mallory("batch", "status", "fix-colour", "--namespace", "carol")
+        assert seen.returncode != 0 and "carol has no batch change" in flat(seen.stderr)
+        logs = carol.ok("batch", "logs", "fix-colour", "--repo", "site")
+        assert "== site: completed" in logs.stdout
+        assert "queued 0 workspace(s) again" in carol.ok("batch", "retry", "fix-colour").stdout
+
+        pulls = carol.ok("repos", "pulls", "list").stdout
+        assert "site#1" in pulls and "fix-colour -> " in pulls
+        refused = mallory("repos", "pulls", "merge", "site", "1")
+        assert refused.returncode != 0 and "only site admins and carol" in flat(refused.stderr)
+        merged = carol.ok("repos", "pulls", "merge", "site", "1")
+        assert "site#1 is merged" in merged.stdout
+        readme = subprocess.run(
+            ["git", "show", "main:README.md"], cwd=hosted, capture_output=True, text=True
+        )
+        assert readme.stdout == "the color of the site\n"
+        assert list(carol.data_dir.iterdir()) == []
+    finally:
+        worker.stop()

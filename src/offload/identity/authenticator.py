@@ -78,9 +78,11 @@ class Authenticator:
         self.monotonic = monotonic
         self._cache: dict[str, tuple[Principal, float]] = {}
 
-    def forget(self) -> None:
-        """Drop every verified token (a token was revoked or a user changed here)."""
-        self._cache.clear()
+    def forget(self, username: str) -> None:
+        """Drop the verified tokens of `username` (one was revoked, or the user changed here);
+        other users' stay cached."""
+        for key in [k for k, (p, _) in self._cache.items() if p.username == username]:
+            del self._cache[key]
 
     async def check_token(self, value: str) -> Principal:
         """The principal of an access token; 401 if it is unknown, expired, revoked or its

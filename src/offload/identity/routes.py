@@ -198,7 +198,7 @@ def identity_router(
             raise HTTPException(404, str(exc)) from exc
         if action == "disable":
             await sessions.end_all(user.id)
-        auth.forget()
+        auth.forget(user.username)
         await audit.by(principal, request, f"user.{action}", username)
         return user.to_json()
 
@@ -285,7 +285,7 @@ def identity_router(
         if token is None or token.user_id != user.id:
             raise HTTPException(404, f"{username} has no token {token_id}")
         await tokens.revoke(token_id)
-        auth.forget()
+        auth.forget(user.username)
         await audit.by(principal, request, "token.revoke", f"{username} token {token_id}")
 
     @router.get("/orgs")
@@ -332,7 +332,7 @@ def identity_router(
                 raise HTTPException(404, f"{username} is not a member of {name}")
         except (UnknownOrg, UnknownUser) as exc:
             raise HTTPException(404, str(exc)) from exc
-        auth.forget()
+        auth.forget(username)
         await audit.by(
             principal,
             request,
