@@ -161,9 +161,14 @@ def test_migrate_status_and_up(db_url: DatabaseURL, tmp_path: Path) -> None:
 
 
 def test_offload_up_runs_server_and_worker_until_sigterm(tmp_path: Path) -> None:
+    env = {
+        "OFFLOAD_DATA_DIR": str(tmp_path / "data"),
+        "OFFLOAD_WORKER_PORT": "0",
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "offload", "up", "--port", "0"],
-        env={**os.environ, "OFFLOAD_DATA_DIR": str(tmp_path / "data"), "OFFLOAD_WORKER_PORT": "0"},
+        env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -184,11 +189,15 @@ def test_offload_up_runs_server_and_worker_until_sigterm(tmp_path: Path) -> None
         assert worker
         assert httpx.get(f"{worker.group(1)}/healthz", timeout=5).status_code == 200
         assert (tmp_path / "data" / "offload.db").is_file()
+        # The laptop mode signs this machine's CLI in as the first site admin.
+        me = offload("whoami", env={"XDG_CONFIG_HOME": env["XDG_CONFIG_HOME"]})
+        assert me.returncode == 0 and "admin (site admin)" in me.stdout, me.stderr
     finally:
         began = time.monotonic()
         process.send_signal(signal.SIGTERM)
         _stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
+    assert stderr.count("offload created the first site admin") == 1, stderr
     assert time.monotonic() - began < 40
 
 
