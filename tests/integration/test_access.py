@@ -344,6 +344,19 @@ async def test_a_list_limit_has_a_maximum(site: Site) -> None:
         assert answer.status_code == 422, (path, answer.text)
 
 
+async def test_oversized_names_in_batch_paths_and_queries_are_refused(site: Site) -> None:
+    long = "x" * 300
+    for path, params in (
+        (f"/api/batches/changes/{long}/fix", {}),
+        (f"/api/batches/changes/olive/{long}", {}),
+        ("/api/batches/changes/olive/fix/logs", {"spec": long}),
+        ("/api/batches/changes/olive/fix/logs", {"repo": long}),
+        (f"/api/batches/specs/{long}", {}),
+    ):
+        answer = await site.call("owner", "GET", path, params=params)
+        assert answer.status_code == 422, (path, params, answer.text)
+
+
 async def test_status_routes_can_be_closed_to_all_but_site_admins(
     db: Database, db_url: DatabaseURL, tmp_path: Path
 ) -> None:

@@ -14,9 +14,9 @@ import base64
 import binascii
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,6 +45,12 @@ LOCAL_POLL = 0.5
 SPEC_MAX = 1024 * 1024
 FILES_MAX = 10_000
 FILE_MAX = 16 * 1024 * 1024
+
+
+# What a path or query names: an id users see, a user's or organization's name, a change's name.
+SpecId = Annotated[str, Path(max_length=64)]
+NamespaceName = Annotated[str, Path(max_length=64)]
+ChangeName = Annotated[str, Path(max_length=255)]
 
 
 class SubmitSpec(BaseModel):
@@ -147,13 +153,15 @@ def batches_router(
         return await service.progress(row.rand_id)
 
     @router.get("/specs/{rand_id}")
-    async def preview(rand_id: str, principal: Principal = Depends(auth.require)) -> dict[str, Any]:
+    async def preview(
+        rand_id: SpecId, principal: Principal = Depends(auth.require)
+    ) -> dict[str, Any]:
         await visible_spec(principal, rand_id)
         return await _answer(lambda: service.preview(rand_id))
 
     @router.get("/specs/{rand_id}/workspaces")
     async def workspaces(
-        rand_id: str, principal: Principal = Depends(auth.require)
+        rand_id: SpecId, principal: Principal = Depends(auth.require)
     ) -> list[dict[str, Any]]:
         row = await visible_spec(principal, rand_id)
         return [
@@ -182,7 +190,7 @@ def batches_router(
     # calls with the job's token, so its results are stored exactly as an executor's are.
     @router.post("/specs/{rand_id}/dequeue", response_model=None)
     async def dequeue_local(
-        rand_id: str, body: DequeueRequest, principal: Principal = Depends(auth.require)
+        rand_id: SpecId, body: DequeueRequest, principal: Principal = Depends(auth.require)
     ) -> Response:
         await own_local_spec(principal, rand_id)
         if not body.executor_name:
@@ -201,7 +209,7 @@ def batches_router(
 
     @router.post("/specs/{rand_id}/heartbeat")
     async def heartbeat_local(
-        rand_id: str, body: HeartbeatRequest, principal: Principal = Depends(auth.require)
+        rand_id: SpecId, body: HeartbeatRequest, principal: Principal = Depends(auth.require)
     ) -> dict[str, Any]:
         row = await own_local_spec(principal, rand_id)
         asked = body.ids_by_queue(None).get(EXECUTION, [])
@@ -215,7 +223,7 @@ def batches_router(
 
     @router.post("/specs/{rand_id}/apply")
     async def apply(
-        rand_id: str, request: Request, principal: Principal = Depends(auth.require)
+        rand_id: SpecId, request: Request, principal: Principal = Depends(auth.require)
     ) -> dict[str, Any]:
         row = await visible_spec(principal, rand_id)
         applied = await _answer(lambda: service.apply(rand_id))
@@ -226,25 +234,28 @@ def batches_router(
 
     @router.get("/changes/{namespace}/{name}")
     async def status(
-        namespace: str, name: str, principal: Principal = Depends(auth.require)
+        namespace: NamespaceName, name: ChangeName, principal: Principal = Depends(auth.require)
     ) -> dict[str, Any]:
         visible_namespace(principal, namespace, name)
         return await _answer(lambda: service.status(namespace, name))
 
     @router.get("/changes/{namespace}/{name}/logs")
     async def logs(
-        namespace: str,
-        name: str,
+        namespace: NamespaceName,
+        name: ChangeName,
         principal: Principal = Depends(auth.require),
-        spec: str | None = None,
-        repo: str | None = None,
+        spec: Annotated[str | None, Query(max_length=64)] = None,
+        repo: Annotated[str | None, Query(max_length=255)] = None,
     ) -> list[dict[str, Any]]:
         visible_namespace(principal, namespace, name)
         return await _answer(lambda: service.logs(namespace, name, spec=spec, repo=repo))
 
     @router.post("/changes/{namespace}/{name}/retry")
     async def retry(
-        namespace: str, name: str, body: Selection, principal: Principal = Depends(auth.require)
+        namespace: NamespaceName,
+        name: ChangeName,
+        body: Selection,
+        principal: Principal = Depends(auth.require),
     ) -> dict[str, Any]:
         visible_namespace(principal, namespace, name)
 
@@ -256,7 +267,10 @@ def batches_router(
 
     @router.post("/changes/{namespace}/{name}/close")
     async def close(
-        namespace: str, name: str, request: Request, principal: Principal = Depends(auth.require)
+        namespace: NamespaceName,
+        name: ChangeName,
+        request: Request,
+        principal: Principal = Depends(auth.require),
     ) -> dict[str, Any]:
         visible_namespace(principal, namespace, name)
 

@@ -110,7 +110,7 @@ def sync(
 
         offload repos sync github.com/sourcegraph/conc
     """
-    from offload import cli as root
+    from offload import commands as root
     from offload.apicall import api, call
 
     out = Console()

@@ -232,7 +232,7 @@ def rotate_key() -> None:
         OFFLOAD_ENCRYPTION_KEY="$NEW" OFFLOAD_ENCRYPTION_OLD_KEYS="$OLD" \\
             offload secrets rotate-key
     """
-    from offload import cli as root
+    from offload import commands as root
     from offload.secrets.rotation import keeps_own_key
 
     config = root.settings()
