@@ -61,6 +61,7 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
     app.state.dispatcher = dispatcher
     app.state.executor_auth = executor_auth
     app.state.auth = auth
+    app.state.secrets = secrets
     app.include_router(executor_router(dispatcher, registry, executor_auth))
     repos = RepoRegistry(db)
     mirrors = Mirrors.in_data_dir(settings.data_dir)

@@ -12,8 +12,6 @@ from offload.db import schema
 from offload.db.connect import connect
 from offload.dispatch.access import executor_token
 from offload.identity.bootstrap import create_first_admin
-from offload.secrets.cipher import Cipher
-from offload.secrets.store import Secrets
 from offload.serving import address, listen, server, stopped_by_signals, unless_stopped
 
 log = logging.getLogger(__name__)
@@ -39,10 +37,10 @@ async def _serve(settings: Settings, stopping: asyncio.Event) -> int:
         await schema.require_current(url)
         # Generated on first start, so `offload executors token` has something to show.
         await executor_token(db)
-        # Values migration 0010 kept in plain text are encrypted before anything is served.
-        await Secrets(db, Cipher.from_settings(settings)).encrypt_plaintext()
-        sock = listen(settings.host, settings.port, settings_hint="OFFLOAD_HOST and OFFLOAD_PORT")
         app = create_app(db, settings)
+        # Values migration 0010 kept in plain text are encrypted before anything is served.
+        await app.state.secrets.encrypt_plaintext()
+        sock = listen(settings.host, settings.port, settings_hint="OFFLOAD_HOST and OFFLOAD_PORT")
         first = await create_first_admin(db)
         if first is not None:
             # To the terminal, not the structured log: log lines are shipped and kept.

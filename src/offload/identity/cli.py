@@ -36,8 +36,6 @@ def login(
 
         echo "$TOKEN" | offload login http://127.0.0.1:8080
     """
-    import httpx
-
     from offload import credentials
     from offload.http import client as http_client
 
@@ -52,12 +50,7 @@ def login(
     async def check() -> dict[str, Any]:
         async with http_client(base, timeout=30.0) as client:
             client.headers["Authorization"] = f"token {token}"
-            try:
-                me: dict[str, Any] = await call(client, "GET", "/api/me")
-            except typer.Exit:
-                raise
-            except httpx.HTTPError as exc:  # pragma: no cover - call() maps transport errors
-                raise fail(f"cannot reach {base}: {exc}") from exc
+            me: dict[str, Any] = await call(client, "GET", "/api/me")
             return me
 
     me = asyncio.run(check())

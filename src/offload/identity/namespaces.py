@@ -45,14 +45,16 @@ class Namespace:
     name: str
 
 
-async def name_taken(tx: Transaction | Database, name: str) -> bool:
-    """Whether a user or an organization already has `name` (case-insensitively)."""
+async def require_free(tx: Transaction, name: str) -> None:
+    """NameTaken if a user or an organization already has `name` (case-insensitively); call
+    it in the transaction that takes the name."""
     rows = await tx.fetch(
         "SELECT 1 FROM users WHERE lower(username) = lower(:n)"
         " UNION ALL SELECT 1 FROM organizations WHERE lower(name) = lower(:n)",
         {"n": name},
     )
-    return bool(rows)
+    if rows:
+        raise NameTaken(f"the name {name!r} is taken by a user or an organization")
 
 
 async def resolve(db: Database, name: str) -> Namespace | None:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from offload.clock import Clock, SystemClock
 from offload.db.base import Database
-from offload.identity.namespaces import NameTaken, check_name, name_taken
+from offload.identity.namespaces import check_name, require_free
 from offload.identity.users import UnknownUser
 
 Role = Literal["member", "admin"]
@@ -44,8 +44,7 @@ class Orgs:
             raise ValueError("a display name is at most 256 characters")
         now = self.clock.now()
         async with self.db.transaction() as tx:
-            if await name_taken(tx, name):
-                raise NameTaken(f"the name {name!r} is taken by a user or an organization")
+            await require_free(tx, name)
             rows = await tx.fetch(
                 "INSERT INTO organizations (name, display_name, created_at)"
                 " VALUES (:n, :d, :now) RETURNING id",

@@ -11,7 +11,7 @@ from offload.clock import Clock, SystemClock
 from offload.db.base import Database
 from offload.db.values import parse_time
 from offload.identity import passwords
-from offload.identity.namespaces import NameTaken, check_name, name_taken
+from offload.identity.namespaces import check_name, require_free
 
 
 class UnknownUser(LookupError):
@@ -86,8 +86,7 @@ class Users:
         hashed = await passwords.hash_password(password) if password is not None else None
         now = self.clock.now()
         async with self.db.transaction() as tx:
-            if await name_taken(tx, username):
-                raise NameTaken(f"the name {username!r} is taken by a user or an organization")
+            await require_free(tx, username)
             rows = await tx.fetch(
                 "INSERT INTO users (username, display_name, email, site_admin, password_hash,"
                 " created_at, updated_at) VALUES (:u, :d, :e, :a, :p, :now, :now) RETURNING *",
