@@ -22,7 +22,7 @@ from offload.batches.queue import NAME
 from offload.executor.client import ExecutorClient
 from offload.executor.config import ExecutorConfig
 from offload.executor.handler import HandlerSettings, JobHandler
-from offload.executor.runtimes.base import Limits, Runtime, RuntimeUnavailable
+from offload.executor.runtimes.base import Runtime, RuntimeUnavailable
 from offload.executor.runtimes.registry import RuntimeSettings, build_runtime, default_runtime
 from offload.queue.consumer import Consumer
 
@@ -82,7 +82,7 @@ class LocalRun:
                 runtime,
                 HandlerSettings(
                     workspaces=config.data_dir / "workspaces",
-                    limits=Limits(cpus=config.job_cpus, memory_bytes=config.job_memory),
+                    limits=config.limits(),
                     keep_workspaces=config.keep_workspaces,
                 ),
             ),

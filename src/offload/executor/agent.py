@@ -11,7 +11,7 @@ import httpx
 from offload.executor.client import ExecutorClient, Unauthorized
 from offload.executor.config import ExecutorConfig
 from offload.executor.handler import HandlerSettings, JobHandler
-from offload.executor.runtimes.base import Limits, Runtime
+from offload.executor.runtimes.base import Runtime
 from offload.queue.consumer import Consumer
 from offload.serving import stopped_by_signals
 
@@ -76,7 +76,7 @@ async def _serve(config: ExecutorConfig, runtime: Runtime, stopping: asyncio.Eve
         print(describe(config, runtime_line), flush=True)
         settings = HandlerSettings(
             workspaces=config.data_dir / "workspaces",
-            limits=Limits(cpus=config.job_cpus, memory_bytes=config.job_memory),
+            limits=config.limits(),
             keep_workspaces=config.keep_workspaces,
             runtime_notice=runtime_line if runtime.name == "shell" else "",
         )

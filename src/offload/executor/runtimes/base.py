@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Protocol
 
@@ -28,8 +29,18 @@ class Limits:
     memory_bytes: int = 0
     pids: int = 4096
     open_files: int = 4096
+    # The workspace's size on disk and the size of the step's /tmp.
+    disk_bytes: int = 0
+    tmp_bytes: int = 0
+    # What one job may write to its log (all steps together).
+    output_bytes: int = 0
+    # The host uid and gid steps run as (None: the executor's own, when it is not root).
+    uid: int | None = None
+    gid: int | None = None
     # Steps get no network unless the job explicitly allows it.
     network: bool = False
+    # Private-range networks a granted job may reach anyway (a site admin lists them).
+    allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True)
