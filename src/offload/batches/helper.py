@@ -114,14 +114,13 @@ class Git:
         top = str(source)
 
         def ignore(directory: str, names: list[str]) -> set[str]:
-            # Not the objects (reached through alternates) nor the sample hooks (never run).
+            # Not the objects (taken below) nor the sample hooks (never run).
             return {"objects", "hooks"} & set(names) if directory == top else set()
 
         shutil.copytree(source, self.git_dir, ignore=ignore)
-        info = self.git_dir / "objects" / "info"
-        info.mkdir(parents=True)
-        # Objects are content-addressed: a step that tampers with them only breaks its own job.
-        (info / "alternates").write_text(str((source / "objects").resolve()) + "\n")
+        # The copy owns its objects: no alternates into the workspace, where a step could
+        # write an `objects/info/alternates` that sends the host's git anywhere.
+        shutil.copytree(source / "objects", self.git_dir / "objects", copy_function=_keep)
 
     def __call__(self, *args: str, stdin: bytes | None = None) -> bytes:
         """Run one git command; HelperError with its stderr when it fails."""
@@ -147,6 +146,21 @@ class Git:
         """Apply a cached diff to the work tree (the state after the cached steps)."""
         if diff:
             self("apply", "--binary", "-p0", "--whitespace=nowarn", "-", stdin=diff)
+
+
+def _keep(source: str, dest: str) -> None:
+    """Take one object file for the host's copy, so no step can change it afterwards."""
+    if os.geteuid() == 0:
+        # A root-owned, read-only hard link: steps (never root) can no longer write the
+        # shared inode, and a big pack costs no copy.
+        try:
+            os.link(source, dest, follow_symlinks=False)
+            os.chown(dest, 0, 0, follow_symlinks=False)
+            os.chmod(dest, 0o444)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(source, dest, follow_symlinks=False)
 
 
 def changed_files(raw: bytes) -> dict[str, list[str]]:

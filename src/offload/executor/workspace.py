@@ -73,6 +73,29 @@ def git_env() -> dict[str, str]:
     return {**keep, "GIT_TERMINAL_PROMPT": "0", "GIT_LFS_SKIP_SMUDGE": "1"}
 
 
+def untrusted_git_env(root: Path) -> dict[str, str]:
+    """git's environment on a workspace that steps have written: no config, hook, fsmonitor
+    or replacement from outside offload's reach, no discovery above the workspace."""
+    config = {
+        # Ownership: steps (another uid) own the checkout; root's git would refuse it.
+        "safe.directory": "*",
+        "core.fsmonitor": "false",
+        "core.hooksPath": os.devnull,
+    }
+    env = {
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CEILING_DIRECTORIES": str(root.parent),
+        "GIT_NO_REPLACE_OBJECTS": "1",
+        "GIT_OPTIONAL_LOCKS": "0",
+        "GIT_CONFIG_COUNT": str(len(config)),
+    }
+    for n, (key, value) in enumerate(config.items()):
+        env[f"GIT_CONFIG_KEY_{n}"] = key
+        env[f"GIT_CONFIG_VALUE_{n}"] = value
+    return env
+
+
 def git_commands(job: Job, repo_dir: Path, remote: str) -> Iterator[tuple[str, list[str]]]:
     """The (log key, argv) of each git command that checks the job's commit out, in order.
 

@@ -9,7 +9,7 @@ import resource
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from offload.executor.images import ImageStore
 from offload.executor.runtimes.base import (
@@ -18,9 +18,15 @@ from offload.executor.runtimes.base import (
     Mount,
     RuntimeUnavailable,
     Step,
-    StepUnsupported,
 )
 from offload.executor.runtimes.cgroup import Cgroups
+from offload.executor.runtimes.mountpoints import (
+    Tree,
+    host_tree,
+    image_tree,
+    resolve_mounts,
+    workspace_layers,
+)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Host files a step on the default root may read: what /usr's symlinks and binaries need.
@@ -113,12 +119,13 @@ class SandboxRuntime:
             if limits.network and (rootfs / "etc/resolv.conf").is_file():
                 root += ["--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf"]
             env.update(self.images.env(step.image))
-            _check_mount_points(step, rootfs, f"image {step.image}", ("/",))
+            tree = image_tree(rootfs, step.image)
         else:
             root = _host_root(limits.network)
-            # Only what is bound from the host is read-only there; the rest is bwrap's tmpfs.
-            bound = ("/usr", *(f"/{d}" for d in _TOP_DIRS), *HOST_ETC, *NETWORK_ETC)
-            _check_mount_points(step, Path("/"), "the default root", bound)
+            tree = _default_tree()
+        for layer in workspace_layers(workspace):
+            tree = tree.with_layer(layer)
+        mounts = resolve_mounts(step, tree)
         env.update(step.env)
         chdir = posixpath.normpath(posixpath.join(WORKSPACE_MOUNT, step.dir))
         script = posixpath.normpath(posixpath.join(WORKSPACE_MOUNT, step.script))
@@ -128,7 +135,7 @@ class SandboxRuntime:
             "-i",
             *self._cgroups.create(run_id, limits),
             *self._rlimits(limits),
-            *self._sandbox(root, workspace, chdir, env, limits.network, step.mounts),
+            *self._sandbox(root, workspace, chdir, env, limits.network, mounts),
             "/bin/sh",
             script,
         ]
@@ -205,51 +212,18 @@ def _binds(mounts: Sequence[Mount]) -> list[str]:
     return argv
 
 
-def _check_mount_points(step: Step, root: Path, where: str, read_only: Sequence[str]) -> None:
-    """StepUnsupported for a mount whose target bwrap would have to create read-only."""
-    # bwrap makes a missing mount point as it mounts; in a read-only directory it cannot,
-    # not even a new file where the parent exists. Under /tmp (a tmpfs) and the workspace
-    # it can, and so on the default root's own tmpfs.
-    for mount in step.mounts:
-        target = PurePosixPath(mount.target)
-        if target.is_relative_to("/tmp") or target.is_relative_to(WORKSPACE_MOUNT):
-            continue
-        if not any(target.is_relative_to(r) for r in read_only):
-            continue
-        if _exists_within(root, mount.target):
-            continue
-        raise StepUnsupported(
-            f"step {step.key} mounts {mount.target}, which does not exist in {where}: the "
-            "sandbox runtime mounts onto a read-only root, where it cannot create a file or "
-            "directory to mount onto; mount it under /tmp or onto a path that already exists "
-            "there (or run the job with the docker runtime)"
-        )
-
-
-def _exists_within(root: Path, target: str) -> bool:
-    """Whether `target` exists in the tree at `root`, its symlinks resolved within that tree."""
-    parts = [p for p in target.split("/") if p]
-    path, hops = root, 0
-    while parts:
-        part = parts.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            path = path.parent if path != root else root
-            continue
-        candidate = path / part
-        if candidate.is_symlink():
-            hops += 1
-            if hops > 40:  # a loop: bwrap would fail on it too
-                return False
-            link = os.readlink(candidate)
-            parts = [p for p in link.split("/") if p] + parts
-            path = root if link.startswith("/") else path
-            continue
-        if not candidate.exists():
-            return False
-        path = candidate
-    return True
+def _default_tree() -> Tree:
+    """The default root as bwrap builds it from `_host_root`, for resolving mount targets."""
+    # Only what is bound from the host is read-only there; the rest is bwrap's tmpfs.
+    links: list[tuple[str, str]] = []
+    bound = ["/usr", *HOST_ETC, *NETWORK_ETC]
+    for name in _TOP_DIRS:
+        top = Path("/") / name
+        if top.is_symlink():
+            links.append((str(top), os.readlink(top)))
+        elif top.is_dir():
+            bound.append(str(top))
+    return host_tree(bound, links)
 
 
 def _capped(kind: int, value: int) -> int:
