@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -18,19 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from busybox import BusyboxMissing, build_rootfs, build_tarball
-from ci import unavailable
-from fleet import Fleet, Process, git, make_repo, spawn
+from batchfleet import IMAGE, Batches, bare, import_image, register
+from fleet import Fleet, git
 
-from offload.db.connect import open_database
 from offload.db.url import DatabaseURL
-from offload.repos.mirror import Mirrors
-from offload.repos.registry import RepoRegistry
-from offload.repos.syncer import Syncer
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="executors need Linux namespaces")
 
-IMAGE = "offload-test/busybox:latest"
 REPOS = [f"repo-{n:02d}" for n in range(30)]
 MONO_DIRS = ["libs/c", "services/a", "services/b"]
 
@@ -66,119 +59,14 @@ def spec_text(extra: str = "") -> str:
     return SPEC.format(image=IMAGE, extra=extra)
 
 
-async def _register(url: DatabaseURL, data_dir: Path, sources: dict[str, Path]) -> None:
-    db = await open_database(url)
-    try:
-        syncer = Syncer(RepoRegistry(db), Mirrors.in_data_dir(data_dir))
-        for name, source in sources.items():
-            await syncer.add(str(source), name=name)
-    finally:
-        await db.close()
-
-
-def _bare(path: Path, files: dict[str, str]) -> Path:
-    """A bare repository (what the built-in code host holds) with one commit of `files`."""
-    work = path.with_name(path.name + "-work")
-    make_repo(work, files)
-    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(path)], check=True)
-    return path
-
-
-class Batches:
-    """The fleet plus a worker, and the batch CLI against them."""
-
-    def __init__(self, fleet: Fleet, tmp: Path) -> None:
-        self.fleet = fleet
-        self.tmp = tmp
-        self.worker: Process | None = None
-        self.tokens: dict[str, str] = {}
-
-    def token(self, user: str) -> str:
-        """A token of `user`, who is created the first time."""
-        if user not in self.tokens:
-            self.tokens[user] = self.fleet.user(user)
-        return self.tokens[user]
-
-    def start_worker(self) -> None:
-        env = {**self.fleet.env, "OFFLOAD_BATCHES_SYNC_INTERVAL": "0.5s"}
-        args = ["worker"]
-        for job in ("batches.resolver", "batches.reconciler", "batches.syncer"):
-            args += ["--job", job]
-        self.worker = spawn("worker", args, env)
-        self.worker.wait_for("offload worker listening")
-
-    def cli(self, *args: str, user: str = "alice", stdin: str | None = None) -> Any:
-        result = self.fleet.offload(
-            "batch", *args, stdin=stdin, timeout=300, token=self.token(user)
-        )
-        return result
-
-    def preview(self, text: str, user: str = "alice") -> dict[str, Any]:
-        result = self.cli("preview", "-f", "-", "--json", user=user, stdin=text)
-        assert result.returncode == 0, result.stderr
-        return dict(json.loads(result.stdout))
-
-    def status(self, name: str, user: str = "alice") -> dict[str, Any]:
-        result = self.cli("status", name, "--json", user=user)
-        assert result.returncode == 0, result.stderr
-        return dict(json.loads(result.stdout))
-
-    def wait_status(self, name: str, want: dict[str, int], timeout: float = 120) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        view: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            view = self.status(name)
-            if all(view["changesets"].get(k, 0) == n for k, n in want.items()):
-                return view
-            time.sleep(0.5)
-        raise AssertionError(f"changesets are {view.get('changesets')}, not {want}: {view}")
-
-    def workspaces(self, spec_id: str) -> list[dict[str, Any]]:
-        response = self.fleet.api("GET", f"/api/batches/specs/{spec_id}/workspaces")
-        assert response.status_code == 200, response.text
-        return list(response.json())
-
-    def logs(self, name: str, spec_id: str, user: str = "alice") -> list[dict[str, Any]]:
-        response = self.fleet.api(
-            "GET", f"/api/batches/changes/{user}/{name}/logs", params={"spec": spec_id}
-        )
-        assert response.status_code == 200, response.text
-        return list(response.json())
-
-    def stop(self) -> None:
-        if self.worker is not None and self.worker.popen.poll() is None:
-            self.worker.stop(timeout=60)
-        self.fleet.stop_all()
-
-
-def _import_image(fleet: Fleet, tmp: Path, executors: list[str]) -> None:
-    try:
-        tarball = build_tarball(build_rootfs(tmp / "busybox-rootfs"), tmp / "busybox.tar")
-    except BusyboxMissing as exc:
-        unavailable(str(exc))
-    for name in executors:
-        result = subprocess.run(
-            [sys.executable, "-m", "offload", "executor", "images", "import", IMAGE, str(tarball)],
-            env={
-                **fleet.env,
-                "EXECUTOR_DATA_DIR": str(fleet.data_dir / f"executor-{name}"),
-                "PATH": __import__("os").environ["PATH"],
-            },
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stderr
-
-
 @pytest.fixture
 def batches(db_url: DatabaseURL, tmp_path: Path) -> Iterator[Batches]:
     fleet = Fleet(db_url, tmp_path / "data")
     sources = {
-        name: _bare(tmp_path / "hosted" / f"{name}.git", {"README.md": f"the colour of {name}\n"})
+        name: bare(tmp_path / "hosted" / f"{name}.git", {"README.md": f"the colour of {name}\n"})
         for name in REPOS
     }
-    sources["mono"] = _bare(
+    sources["mono"] = bare(
         tmp_path / "hosted" / "mono.git",
         {
             "README.md": "top-level colour\n",
@@ -186,17 +74,17 @@ def batches(db_url: DatabaseURL, tmp_path: Path) -> Iterator[Batches]:
             **{f"{d}/README.md": f"colour in {d}\n" for d in MONO_DIRS},
         },
     )
-    sources["opted-out"] = _bare(
+    sources["opted-out"] = bare(
         tmp_path / "hosted" / "opted-out.git",
         {"README.md": "our colour stays\n", ".batchignore": ""},
     )
-    sources["plain"] = _bare(tmp_path / "hosted" / "plain.git", {"README.md": "nothing here\n"})
-    sources["big-mono"] = _bare(
+    sources["plain"] = bare(tmp_path / "hosted" / "plain.git", {"README.md": "nothing here\n"})
+    sources["big-mono"] = bare(
         tmp_path / "hosted" / "big-mono.git",
         {f"pkg/{n:03d}/unit.txt": f"unit {n}\n" for n in range(200)},
     )
-    asyncio.run(_register(db_url, fleet.data_dir, sources))
-    _import_image(fleet, tmp_path, ["exec-a", "exec-b"])
+    asyncio.run(register(db_url, fleet.data_dir, sources))
+    import_image(fleet, tmp_path, ["exec-a", "exec-b"])
     fleet.start_server()
     setup = Batches(fleet, tmp_path)
     setup.start_worker()
@@ -496,18 +384,18 @@ def local(
     """A server and a worker with no executor at all; the image is in this machine's store."""
     fleet = Fleet(db_url, tmp_path / "data")
     sources = {
-        name: _bare(tmp_path / "hosted" / f"{name}.git", {"README.md": f"the colour of {name}\n"})
+        name: bare(tmp_path / "hosted" / f"{name}.git", {"README.md": f"the colour of {name}\n"})
         for name in REPOS[:3]
     }
-    sources["mono"] = _bare(
+    sources["mono"] = bare(
         tmp_path / "hosted" / "mono.git",
         {
             **{f"{d}/go.mod": f"module {d}\n" for d in MONO_DIRS},
             **{f"{d}/README.md": f"colour in {d}\n" for d in MONO_DIRS},
         },
     )
-    asyncio.run(_register(db_url, fleet.data_dir, sources))
-    _import_image(fleet, tmp_path, ["laptop"])
+    asyncio.run(register(db_url, fleet.data_dir, sources))
+    import_image(fleet, tmp_path, ["laptop"])
     # Where this machine's executor settings keep the image (the CLI reads them for --local).
     monkeypatch.setenv("EXECUTOR_DATA_DIR", str(fleet.data_dir / "executor-laptop"))
     fleet.start_server()

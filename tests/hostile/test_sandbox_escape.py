@@ -40,6 +40,11 @@ def sandbox(tmp_path: Path) -> SandboxRuntime:
     return SandboxRuntime(ImageStore(tmp_path / "images"))
 
 
+def via_oldroot(path: Path) -> str:
+    """`path` as bubblewrap sees the host while it sets a sandbox up: under /oldroot."""
+    return f"/oldroot{path}"
+
+
 @pytest.fixture
 def outside(tmp_path: Path) -> Path:
     """A host directory no step may touch, with one secret file in it."""
@@ -98,7 +103,7 @@ def commit_symlink(ws: Path, name: str, target: str) -> None:
 async def test_files_target_through_a_committed_symlink_is_refused(
     sandbox: SandboxRuntime, root: Path, outside: Path
 ) -> None:
-    commit_symlink(root, "link", str(outside))
+    commit_symlink(root, "link", via_oldroot(outside))
     mount = Mount(file_in(root), "/data/repository/link/pwned")
     with pytest.raises(StepUnsupported, match="passes through the symlink /data/repository/link"):
         await run(sandbox, root, "true", (mount,))
@@ -108,7 +113,9 @@ async def test_files_target_through_a_committed_symlink_is_refused(
 async def test_files_target_through_a_symlink_an_earlier_step_planted_is_refused(
     sandbox: SandboxRuntime, root: Path, outside: Path
 ) -> None:
-    out = await run(sandbox, root, f"ln -s {outside} /data/repository/dir/escape && echo planted")
+    out = await run(
+        sandbox, root, f"ln -s {via_oldroot(outside)} /data/repository/dir/escape && echo planted"
+    )
     assert "planted" in out and (root / REPO / "dir" / "escape").is_symlink()
     mount = Mount(file_in(root), "/data/repository/dir/escape/x/y")
     with pytest.raises(StepUnsupported, match="symlink /data/repository/dir/escape"):
@@ -120,7 +127,7 @@ async def test_a_relative_symlink_climbing_out_is_refused(
     sandbox: SandboxRuntime, root: Path, outside: Path
 ) -> None:
     # As many ../ as it takes to reach /, then down to the host directory.
-    climb = "../" * len((root / REPO).parts) + str(outside).lstrip("/")
+    climb = "../" * len((root / REPO).parts) + via_oldroot(outside).lstrip("/")
     commit_symlink(root, "up", climb)
     with pytest.raises(StepUnsupported, match="symlink /data/repository/up"):
         await run(sandbox, root, "true", (Mount(file_in(root), "/data/repository/up/new"),))
@@ -131,7 +138,7 @@ async def test_a_dangling_symlink_as_the_target_itself_is_refused(
     sandbox: SandboxRuntime, root: Path, outside: Path
 ) -> None:
     # bwrap would create the missing file the link names: on the host.
-    await run(sandbox, root, f"ln -s {outside}/created /data/repository/target")
+    await run(sandbox, root, f"ln -s {via_oldroot(outside)}/created /data/repository/target")
     with pytest.raises(StepUnsupported, match="symlink /data/repository/target"):
         await run(sandbox, root, "true", (Mount(file_in(root), "/data/repository/target"),))
     untouched(outside)
@@ -142,7 +149,7 @@ async def test_a_mount_inside_an_earlier_mount_cannot_use_its_symlinks(
 ) -> None:
     shared = root / BATCH_DIR / "mounts" / "0"
     shared.mkdir(parents=True)
-    os.symlink(str(outside), shared / "hop")
+    os.symlink(via_oldroot(outside), shared / "hop")
     mounts = (
         Mount(shared, "/tmp/tools", read_only=False),
         Mount(file_in(root), "/tmp/tools/hop/x"),
