@@ -54,6 +54,32 @@ def _with_database(url: DatabaseURL, name: str) -> DatabaseURL:
 
 
 @pytest.fixture(scope="session")
+def passable_tmp() -> Iterator[Path | None]:
+    """As root, a directory that other users may pass through (not list); None otherwise."""
+    if os.geteuid() != 0:
+        yield None
+        return
+    root = Path(tempfile.mkdtemp(prefix="offload-tests-"))
+    root.chmod(0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path, passable_tmp: Path | None, request: pytest.FixtureRequest) -> Path:
+    """A fresh directory for the test. As root, one that other users may pass through: a
+    root executor runs steps as an unprivileged uid, and bubblewrap reaches workspaces and
+    images by path, but pytest keeps its own under pytest-of-root, 0700 (and every pytest
+    session that starts puts that back)."""
+    if passable_tmp is None:
+        return tmp_path
+    name = "".join(c if c.isalnum() else "_" for c in request.node.name)[:40]
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=passable_tmp))
+    path.chmod(0o711)
+    return path
+
+
+@pytest.fixture(scope="session")
 def postgres_template() -> Iterator[str]:
     """A migrated PostgreSQL database that each test clones (fast, and isolated per run)."""
     name = f"offload_tpl_{uuid.uuid4().hex[:10]}"

@@ -43,11 +43,36 @@ def api_client(timeout: float = 30.0) -> httpx.AsyncClient:
     return client
 
 
-async def call(client: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> Any:
+# Answers of a proxy, or of a server restarting behind it, that a retry may get past.
+_TRANSIENT = (502, 503, 504)
+RETRY_DELAY = 0.5
+
+
+async def _send(
+    client: httpx.AsyncClient, method: str, path: str, retries: int, kwargs: dict[str, Any]
+) -> httpx.Response:
+    attempt = 0
+    while True:
+        try:
+            response = await client.request(method, path, **kwargs)
+        except httpx.TransportError:
+            if attempt >= retries:
+                raise
+        else:
+            if response.status_code not in _TRANSIENT or attempt >= retries:
+                return response
+        await asyncio.sleep(RETRY_DELAY * 2**attempt)
+        attempt += 1
+
+
+async def call(
+    client: httpx.AsyncClient, method: str, path: str, *, retries: int = 0, **kwargs: Any
+) -> Any:
     """One API call's JSON answer (None for 204); exits with the server's reason when it
-    refuses."""
+    refuses. `retries`: how often to send it again when its answer was lost (the connection
+    dropped, a timeout, a 502/503/504); only for requests that are safe to repeat."""
     try:
-        response = await client.request(method, path, **kwargs)
+        response = await _send(client, method, path, retries, kwargs)
     except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
         raise fail(
             f"the offload server at {client.base_url} did not answer {method} {path} in time "

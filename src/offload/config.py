@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     audit_retention: Duration = timedelta(days=365)
     # How long a browser session lasts after sign-in.
     session_ttl: Duration = timedelta(days=7)
+    # The largest request body, in bytes (batch spec submissions and the executor protocol
+    # have their own, larger limits: api/bodylimit.py).
+    request_body_limit: Annotated[int, Field(ge=1024)] = 1024 * 1024
     # Who may read /metrics, /healthz and /version: `public`, or `site-admin` (with a token).
     status_routes: Literal["public", "site-admin"] = "public"
     # Reverse proxies in front of the server whose X-Forwarded-For is believed, e.g.

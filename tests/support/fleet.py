@@ -104,6 +104,7 @@ class Fleet:
     # The server's generic job queues (OFFLOAD_JOB_QUEUES); executors take `default` unless told.
     job_queues: str = "default,gpu"
     server: Process | None = None
+    worker: Process | None = None
     executors: list[Process] = field(default_factory=list)
     # The first site admin's token, as the server printed it on its first start.
     admin_token: str = ""
@@ -184,9 +185,19 @@ class Fleet:
         self, name: str, *, slots: int = 4, backend: str = "sandbox", **extra: str
     ) -> Process:
         """Start an executor and wait until it is connected."""
+        process = self.spawn_executor(
+            name, token=self.token(), slots=slots, backend=backend, **extra
+        )
+        process.wait_for("connected to")
+        return process
+
+    def spawn_executor(
+        self, name: str, *, token: str, slots: int = 4, backend: str = "sandbox", **extra: str
+    ) -> Process:
+        """Start an executor with the executor `token`, without waiting for it to connect."""
         env = {
             "EXECUTOR_FRONTEND_URL": self.base,
-            "EXECUTOR_REGISTRATION_TOKEN": self.token(),
+            "EXECUTOR_REGISTRATION_TOKEN": token,
             "EXECUTOR_QUEUE_NAME": "default",
             "EXECUTOR_BACKEND": backend,
             "EXECUTOR_MAX_NUM_JOBS": str(slots),
@@ -196,9 +207,25 @@ class Fleet:
             **extra,
         }
         process = spawn(name, ["executor"], env)
-        process.wait_for("connected to")
         self.executors.append(process)
         return process
+
+    def restart_server(self, signum: int = signal.SIGTERM) -> None:
+        """Stop the server with `signum` and start it again on the same port."""
+        assert self.server is not None, "the server was never started"
+        self.server.stop(signum)
+        self.start_server()
+
+    def start_worker(
+        self, *jobs: str, env: dict[str, str] | None = None, wait: bool = True
+    ) -> Process:
+        """Start (or restart) `offload worker` (with only `jobs`, if given, and `env` added);
+        unless told not to wait, wait until it runs them."""
+        args = ["worker", *(a for job in jobs for a in ("--job", job))]
+        self.worker = spawn("worker", args, {**self.env, **(env or {})})
+        if wait:
+            self.worker.wait_for(r"offload worker listening on")
+        return self.worker
 
     def submit(self, repo: str, command: list[str], **fields: object) -> int:
         """Enqueue a generic job through the API; its id."""
@@ -232,6 +259,7 @@ class Fleet:
 
     def stop_all(self) -> None:
         """Stop every process of the fleet."""
-        for process in [*self.executors, *([self.server] if self.server else [])]:
-            if process.popen.poll() is None:
-                process.stop(timeout=60)
+        others = [p for p in (self.worker, self.server) if p is not None]
+        for process in [*self.executors, *others]:
+            # Also those that already exited: their output pipe is closed here.
+            process.stop(timeout=60)

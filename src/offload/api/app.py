@@ -5,10 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from offload import __version__, metrics
+from offload.api.bodylimit import BodyLimit
+from offload.api.errors import documented, problems, text_answer, unreadable_body
 from offload.api.executor_auth import ExecutorAuth
 from offload.api.executor_queue import executor_router
 from offload.batches.routes import batches_router
@@ -41,6 +45,9 @@ from offload.secrets.cipher import Cipher
 from offload.secrets.routes import secrets_router
 from offload.secrets.store import Secrets
 
+# What FastAPI says of a body it could not parse (fastapi/routing.py).
+UNPARSED_BODY = "There was an error parsing the body"
+
 
 def create_app(db: Database, settings: Settings) -> FastAPI:
     """The server application over an open database."""
@@ -48,6 +55,7 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
     app = FastAPI(
         title="offload", version=__version__, openapi_url=None, docs_url=None, redoc_url=None
     )
+    app.add_middleware(BodyLimit, settings=settings)
     secrets = Secrets(db, Cipher.from_settings(settings))
     stores = [SqlQueueStore(db, spec) for spec in record_queues(settings).values()]
     queues = executor_queues(settings, secrets)
@@ -95,19 +103,45 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
     app.include_router(dispatch_router(stores, list(queues), grants, registry, auth, audit))
     app.include_router(secrets_router(secrets, auth, audit))
 
+    described = app.openapi
+
+    def document() -> dict[str, Any]:
+        # The executor protocol answers an invalid request with 400 (bad_request below), never
+        # with the 422 that FastAPI documents for every route with parameters.
+        if app.openapi_schema is None:
+            for path, operations in described()["paths"].items():
+                if path.startswith(routes.PREFIX + "/"):
+                    for operation in operations.values():
+                        operation["responses"].pop("422", None)
+        return described()
+
+    app.openapi = document  # type: ignore[method-assign]
+
     @app.get("/api/openapi.json", include_in_schema=False)
     async def openapi(_: Principal = Depends(auth.require)) -> dict[str, Any]:
         return app.openapi()
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
-        # Executors expect 400 with a reason for a body they got wrong, as their protocol says.
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "malformed request"}
-        where = ".".join(str(p) for p in first["loc"])
-        message = f"bad request: {where}: {first['msg']}"
+        found = problems(exc.errors()) or [{"loc": [], "msg": "malformed request"}]
         if request.url.path.startswith(routes.PREFIX):
-            return PlainTextResponse(message, status_code=400)
-        return JSONResponse({"detail": exc.errors()}, status_code=422)
+            # Executors expect 400 with a reason for a body they got wrong, as their protocol
+            # says.
+            first = found[0]
+            where = ".".join(str(p) for p in first["loc"])
+            return PlainTextResponse(f"bad request: {where}: {first['msg']}", status_code=400)
+        return JSONResponse({"detail": found}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI answers a body it cannot parse with a 400 that does not say why; the cause
+        # does (an integer of 100,000 digits, nesting too deep, bytes that are not UTF-8).
+        if exc.status_code == 400 and exc.detail == UNPARSED_BODY:
+            exc = StarletteHTTPException(400, unreadable_body(exc.__cause__), exc.headers)
+        return await http_exception_handler(request, exc)
+
+    # 401 and 403 only once OFFLOAD_STATUS_ROUTES closes them to all but site admins.
+    status_errors = documented(401, 403)
 
     async def status_reader(request: Request) -> Principal | None:
         # Open to monitoring by default; a site admin's token once OFFLOAD_STATUS_ROUTES says so.
@@ -115,16 +149,22 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
             return None
         return await auth.require_site_admin(request)
 
-    @app.get("/healthz", dependencies=[Depends(status_reader)])
+    @app.get("/healthz", dependencies=[Depends(status_reader)], responses=status_errors)
     async def healthz() -> dict[str, Any]:
         await db.fetch("SELECT 1")
         return {"status": "ok", "version": __version__}
 
-    @app.get("/version", dependencies=[Depends(status_reader)])
+    @app.get("/version", dependencies=[Depends(status_reader)], responses=status_errors)
     async def version() -> dict[str, str]:
         return {"version": __version__}
 
-    @app.get("/metrics", dependencies=[Depends(status_reader)])
+    @app.get(
+        "/metrics",
+        dependencies=[Depends(status_reader)],
+        # Prometheus' text format; only the errors are JSON.
+        response_class=Response,
+        responses={**text_answer(200, "Metrics in Prometheus' text format"), **status_errors},
+    )
     async def prometheus() -> Response:
         # Fresh at every scrape: the server runs no periodic job of its own.
         for store in stores:

@@ -63,10 +63,12 @@ class ExecutorAuth:
                 f"job calls need the {routes.JOB_ID_HEADER} and "
                 f"{routes.EXECUTOR_NAME_HEADER} headers",
             )
+        # 404, the executor protocol's "unknown job", for anyone but the holder: a token
+        # reveals nothing about jobs, queues or repositories other than its own.
         if job_id != str(grant.job_id) or executor != grant.holder:
-            raise HTTPException(403, "the job token belongs to another job or executor")
+            raise HTTPException(404, f"job {job_id[:40]} is not held by {executor[:255]}")
         if queue is not None and grant.queue != queue:
-            raise HTTPException(403, f"the job token is not for queue {queue}")
+            raise HTTPException(404, f"job {job_id} is not a job of queue {queue}")
         if repo is not None and grant.repo != repo:
-            raise HTTPException(403, f"the job token is not for repository {repo}")
+            raise HTTPException(404, f"job {job_id} has no repository {repo}")
         return grant

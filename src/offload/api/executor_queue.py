@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from offload.api.errors import documented, text_answer
 from offload.api.executor_auth import ExecutorAuth
 from offload.dispatch.dispatcher import Dispatcher, UnknownQueue
 from offload.dispatch.registry import ExecutorRegistry
@@ -36,9 +37,14 @@ def executor_router(
     dispatcher: Dispatcher, registry: ExecutorRegistry, auth: ExecutorAuth
 ) -> APIRouter:
     """The routes executors call."""
-    router = APIRouter(prefix=routes.PREFIX)
+    router = APIRouter(prefix=routes.PREFIX, responses=documented(401, protocol=True))
+    dequeued: dict[int | str, dict[str, Any]] = {
+        204: {"description": "No job (after waiting up to `wait` seconds)"}
+    }
+    beat = documented(400, 413, protocol=True)
+    job_call = documented(400, 404, 413, protocol=True)
 
-    @router.get("/test/auth")
+    @router.get("/test/auth", response_class=Response, responses=text_answer(200, "ok"))
     async def test_auth(request: Request) -> PlainTextResponse:
         await auth.require_executor(request)
         return PlainTextResponse("ok")
@@ -57,11 +63,11 @@ def executor_router(
             return Response(status_code=204)
         return JSONResponse(leased.job.dump())
 
-    @router.post("/queue/dequeue")
+    @router.post("/queue/dequeue", responses={**dequeued, **beat})
     async def dequeue_any(request: Request, body: DequeueRequest) -> Response:
         return await dequeue(request, body, body.queues or [])
 
-    @router.post("/queue/{queue}/dequeue")
+    @router.post("/queue/{queue}/dequeue", responses={**dequeued, **beat})
     async def dequeue_one(queue: str, request: Request, body: DequeueRequest) -> Response:
         return await dequeue(request, body, [queue])
 
@@ -69,6 +75,11 @@ def executor_router(
         request: Request, body: HeartbeatRequest, queue: str | None
     ) -> dict[str, Any]:
         await auth.require_executor(request)
+        if queue is not None:
+            try:
+                dispatcher.check([queue])
+            except UnknownQueue as exc:
+                raise HTTPException(400, str(exc)) from exc
         ids = body.ids_by_queue(queue)
         names = [queue] if queue is not None else (body.queue_names or list(ids))
         await registry.heartbeat(body, names)
@@ -82,11 +93,11 @@ def executor_router(
             cancel_ids=[wire_id(i, n) for n, b in beats.items() for i in b.cancel_ids],
         ).dump()
 
-    @router.post("/queue/heartbeat")
+    @router.post("/queue/heartbeat", responses=beat)
     async def heartbeat_any(request: Request, body: HeartbeatRequest) -> dict[str, Any]:
         return await heartbeat(request, body, None)
 
-    @router.post("/queue/{queue}/heartbeat")
+    @router.post("/queue/{queue}/heartbeat", responses=beat)
     async def heartbeat_one(queue: str, request: Request, body: HeartbeatRequest) -> dict[str, Any]:
         return await heartbeat(request, body, queue)
 
@@ -95,8 +106,12 @@ def executor_router(
             raise HTTPException(404, f"unknown queue {queue}")
         grant = await auth.require_job(request, queue=queue)
         if grant is not None:
-            if grant.job_id != body.job_id:
-                raise HTTPException(403, "the job token belongs to another job")
+            # The protocol's answer to anyone but the holder is 404 ("unknown job"), so a
+            # token tells nothing about jobs other than its own.
+            if grant.job_id != body.job_id or grant.holder != body.executor_name:
+                raise HTTPException(
+                    404, f"job {body.job_id} of queue {queue} is not held by {body.executor_name}"
+                )
             return grant.lease
         record = await dispatcher.stores[queue].get(body.job_id)
         if record is None or record.worker_hostname != body.executor_name or not record.lease_token:
@@ -105,7 +120,7 @@ def executor_router(
             )
         return Lease(queue, body.job_id, body.executor_name, record.lease_token)
 
-    @router.post("/queue/{queue}/addExecutionLogEntry")
+    @router.post("/queue/{queue}/addExecutionLogEntry", responses=job_call)
     async def add_log(queue: str, request: Request, body: AddExecutionLogEntry) -> Response:
         lease = await lease_of(request, queue, body)
         try:
@@ -114,7 +129,7 @@ def executor_router(
             return not_owned(exc)
         return JSONResponse(entry_id)
 
-    @router.post("/queue/{queue}/addExecutionLogEntries")
+    @router.post("/queue/{queue}/addExecutionLogEntries", responses=job_call)
     async def add_logs(queue: str, request: Request, body: AddExecutionLogEntries) -> Response:
         lease = await lease_of(request, queue, body)
         entries = [entry.entry() for entry in body.entries]
@@ -124,7 +139,7 @@ def executor_router(
             return not_owned(exc)
         return JSONResponse(entry_ids)
 
-    @router.post("/queue/{queue}/updateExecutionLogEntry")
+    @router.post("/queue/{queue}/updateExecutionLogEntry", status_code=204, responses=job_call)
     async def update_log(queue: str, request: Request, body: UpdateExecutionLogEntry) -> Response:
         lease = await lease_of(request, queue, body)
         try:
@@ -140,23 +155,23 @@ def executor_router(
             return not_owned(exc)
         return Response(status_code=204)
 
-    @router.post("/queue/{queue}/markComplete")
+    @router.post("/queue/{queue}/markComplete", status_code=204, responses=job_call)
     async def mark_complete(queue: str, request: Request, body: JobOperation) -> Response:
         return await finish(queue, await lease_of(request, queue, body), "complete")
 
-    @router.post("/queue/{queue}/markErrored")
+    @router.post("/queue/{queue}/markErrored", status_code=204, responses=job_call)
     async def mark_errored(queue: str, request: Request, body: MarkErrored) -> Response:
         return await finish(
             queue, await lease_of(request, queue, body), "errored", body.error_message
         )
 
-    @router.post("/queue/{queue}/markFailed")
+    @router.post("/queue/{queue}/markFailed", status_code=204, responses=job_call)
     async def mark_failed(queue: str, request: Request, body: MarkErrored) -> Response:
         return await finish(
             queue, await lease_of(request, queue, body), "failed", body.error_message
         )
 
-    @router.post("/queue/{queue}/release")
+    @router.post("/queue/{queue}/release", status_code=204, responses=job_call)
     async def release(queue: str, request: Request, body: JobOperation) -> Response:
         # offload: an executor that stops hands its unfinished jobs back at once.
         return await finish(queue, await lease_of(request, queue, body), "release")

@@ -60,14 +60,39 @@ changesetTemplate:
 
 def read_spec(file: str) -> tuple[str, str]:
     """The spec's text and the name its errors should show."""
-    if file == "-":
-        return sys.stdin.read(), "<stdin>"
-    path = Path(file)
+    from offload.batches.speclimits import MAX_SPEC_CHARS
+
+    source = "<stdin>" if file == "-" else file
+    most = 4 * MAX_SPEC_CHARS  # UTF-8 bytes of the longest spec there may be
     try:
-        return path.read_text(), file
+        if file == "-":
+            data = sys.stdin.buffer.read(most + 1)
+        else:
+            with Path(file).open("rb") as opened:
+                data = opened.read(most + 1)
     except OSError as exc:
         err.print(f"[bold red]error:[/] cannot read {file}: {exc.strerror}", highlight=False)
         raise typer.Exit(2) from exc
+    problem = None
+    if len(data) > most:
+        problem = (
+            f" the batch spec is larger than {most >> 20} MiB; the limit is {MAX_SPEC_CHARS:,} "
+            "characters (MAX_SPEC_CHARS)"
+        )
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            problem = (
+                f"{line}: byte 0x{data[exc.start]:02x} (offset {exc.start}) is not UTF-8; "
+                "a batch spec is YAML text in UTF-8 (is this a binary file?)"
+            )
+    if problem is not None:
+        err.print(f"{source}:{problem}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1)
+    # As text files are read: every line break a newline.
+    return text.replace("\r\n", "\n").replace("\r", "\n"), source
 
 
 @batch_app.command()

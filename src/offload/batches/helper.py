@@ -75,15 +75,39 @@ def read_capped(path: Path, cap: int) -> bytes:
 
 
 def write_file(root: Path, relative: str, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` at `root/relative`, creating directories, never through a symlink."""
+    """Write `data` at `root/relative`, creating directories, never through a symlink.
+
+    What it creates belongs to the workspace's owner (the uid steps run as), so that later
+    steps can change it.
+    """
     path = safe_path(root, relative)
+    owner = os.stat(root)
+    made = [d for d in (path.parent, *path.parent.parents) if root in d.parents and not d.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     safe_path(root, relative)  # the directories just made are real ones
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise HelperError(f"{relative!r} exists and is not a regular file")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     with os.fdopen(fd, "wb") as file:
+        if (owner.st_uid, owner.st_gid) != (os.geteuid(), os.getegid()):
+            os.fchown(fd, owner.st_uid, owner.st_gid)
+            for directory in made:
+                os.lchown(directory, owner.st_uid, owner.st_gid)
         file.write(data)
+
+
+def give_tree(root: Path, top: Path) -> None:
+    """Hand everything under `top` (in workspace `root`) that this process owns to the
+    workspace's owner: git, run here as root, writes the files of an applied diff."""
+    owner = os.stat(root)
+    me = os.geteuid()
+    if (owner.st_uid, owner.st_gid) == (me, os.getegid()):
+        return
+    for directory, dirs, files in os.walk(top):
+        for name in [*dirs, *files]:
+            path = os.path.join(directory, name)
+            if os.lstat(path).st_uid == me:
+                os.lchown(path, owner.st_uid, owner.st_gid)
 
 
 # -- git against the private copy ----------------------------------------------------------
@@ -146,6 +170,7 @@ class Git:
         """Apply a cached diff to the work tree (the state after the cached steps)."""
         if diff:
             self("apply", "--binary", "-p0", "--whitespace=nowarn", "-", stdin=diff)
+            give_tree(self.work_tree.parent, self.work_tree)
 
 
 def _keep(source: str, dest: str) -> None:

@@ -13,6 +13,7 @@ by the resetter like any other job: the fleet's executors finish it, if there ar
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -20,9 +21,11 @@ from collections.abc import Mapping
 
 from offload.batches.queue import NAME
 from offload.executor.client import ExecutorClient
-from offload.executor.config import ExecutorConfig
+from offload.executor.config import ExecutorConfig, check_data_dir
 from offload.executor.handler import HandlerSettings, JobHandler
+from offload.executor.rundir import RunDir, sweep
 from offload.executor.runtimes.base import Runtime, RuntimeUnavailable
+from offload.executor.runtimes.cgroup import Cgroups
 from offload.executor.runtimes.registry import RuntimeSettings, build_runtime, default_runtime
 from offload.queue.consumer import Consumer
 
@@ -41,7 +44,7 @@ def local_config(
         default = default_runtime()
     except RuntimeUnavailable:
         default = "sandbox"  # its check says what is missing
-    return ExecutorConfig.from_env(
+    config = ExecutorConfig.from_env(
         {
             **own,
             "EXECUTOR_FRONTEND_URL": server_url,
@@ -52,6 +55,8 @@ def local_config(
         },
         default_backend=default,
     )
+    check_data_dir(config)
+    return config
 
 
 def local_runtime(config: ExecutorConfig) -> Runtime:
@@ -67,6 +72,8 @@ class LocalRun:
     ) -> None:
         self.config = config
         self.runtime = runtime
+        # Held until run() ends, so that no executor sharing the data directory sweeps it.
+        self.rundir = RunDir.claim(config.data_dir / "workspaces", config.run_id)
         self.client = ExecutorClient(
             config.frontend_url,
             token or "",
@@ -81,7 +88,7 @@ class LocalRun:
                 self.client,
                 runtime,
                 HandlerSettings(
-                    workspaces=config.data_dir / "workspaces",
+                    workspaces=self.rundir.path,
                     limits=config.limits(),
                     keep_workspaces=config.keep_workspaces,
                 ),
@@ -96,9 +103,17 @@ class LocalRun:
 
     async def run(self) -> None:
         """Claim and run workspaces until stop()."""
+        # Only to find and remove run cgroups: the runtime makes its own.
+        cgroups = Cgroups.detect()
         try:
+            await sweep(
+                self.rundir.path.parent, cgroups, keep_workspaces=self.config.keep_workspaces
+            )
             await self.consumer.run()
         finally:
+            self.rundir.release(keep=self.config.keep_workspaces)
+            with contextlib.suppress(RuntimeError):
+                await cgroups.sweep([self.config.run_id])
             await self.client.close()
 
     def stop(self, grace: float = STOP_GRACE) -> None:

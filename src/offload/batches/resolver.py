@@ -10,6 +10,7 @@ their last cached step.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import logging
 import posixpath
@@ -19,7 +20,9 @@ from typing import TYPE_CHECKING
 
 from offload.batches.queue import BatchQueue, WorkspaceJob
 from offload.batches.results import Results
-from offload.batches.spec import BatchSpec, OnQuery, OnRepository, WorkspaceConfig
+from offload.batches.spec import BatchSpec, OnQuery, OnRepository, SpecErrors, WorkspaceConfig
+from offload.batches.speclimits import MAX_WORKSPACES, RESOLUTION_DEADLINE
+from offload.batches.specworkers import SpecWorkers, shared
 from offload.batches.store import RESOLUTIONS, BatchStore, NewWorkspace
 from offload.batches.template import is_static
 from offload.clock import Clock
@@ -79,8 +82,15 @@ class Resolver:
         *,
         secrets: Secrets,
         clock: Clock | None = None,
+        workers: SpecWorkers | None = None,
+        deadline: float = RESOLUTION_DEADLINE,
+        max_workspaces: int = MAX_WORKSPACES,
     ) -> None:
         self.db = db
+        # The spec is parsed in a worker process: the loop keeps this job's heartbeats going.
+        self.workers = workers or shared()
+        self.deadline = deadline
+        self.max_workspaces = max_workspaces
         self.registry = registry
         self.mirrors = mirrors
         self.store = BatchStore(db, clock)
@@ -92,11 +102,23 @@ class Resolver:
         row = await self.store.spec(int(record.fields["batch_spec_id"]))
         if row is None:
             raise JobFailed(f"batch spec {record.fields['batch_spec_id']} no longer exists")
-        spec = row.parsed()
         try:
-            found = await self.workspaces(spec)
+            spec = await self.workers.parse(row.raw_spec, row.name)
+        except SpecErrors as exc:
+            raise JobFailed(f"the batch spec cannot be resolved: {exc}") from exc
+        deadline = asyncio.timeout(self.deadline)
+        try:
+            async with deadline:
+                found = await self.workspaces(spec)
         except (ResolveError, QueryError) as exc:
             raise JobFailed(str(exc)) from exc
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise JobFailed(
+                f"resolving the batch spec took longer than {self.deadline:g}s, the limit "
+                "(RESOLUTION_DEADLINE); narrow its `on` or `workspaces`"
+            ) from None
         rows = await self.store.add_workspaces(row.id, found)
         await self.cache.import_specs(row, spec)
         runnable = [w for w in rows if not (w.ignored or w.skipped)]
@@ -125,12 +147,14 @@ class Resolver:
                 for name, branch, commit, matched in await self._query(index, on):
                     entry = targets.setdefault((name, branch), (commit, set()))
                     entry[1].update(matched)
+            self._check_workspaces(len(targets))
         skipped = _skipped(spec)
         out: list[NewWorkspace] = []
         for (name, branch), (commit, paths) in sorted(targets.items()):
             ignored = await self._has_file(name, commit, IGNORE_FILE)
             config = self._config(spec.workspaces, name)
             dirs = [""] if config is None else await self._roots(name, commit, config)
+            self._check_workspaces(len(out) + len(dirs))
             for path in dirs:
                 matches = sorted(p for p in paths if _inside(p, path))
                 out.append(
@@ -147,6 +171,13 @@ class Resolver:
                 )
         out.sort(key=lambda w: (w.repo_name, w.path, w.branch))
         return out
+
+    def _check_workspaces(self, count: int) -> None:
+        if count > self.max_workspaces:
+            raise ResolveError(
+                f"the batch spec resolves to more than {self.max_workspaces:,} workspaces, the "
+                "limit (MAX_WORKSPACES); narrow its `on` or `workspaces`, or split the spec"
+            )
 
     async def _repository(self, index: int, on: OnRepository) -> list[tuple[str, str]]:
         repo = await self.registry.get(on.repository)

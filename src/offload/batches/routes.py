@@ -10,8 +10,6 @@ claimed and kept alive only by the user who submitted it.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -19,10 +17,16 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import ClientDisconnect
 
+from offload.api.errors import BODY, ErrorBody, documented, problems
+from offload.api.inputs import PRINTABLE, LongNameQuery, PlainName
 from offload.batches.queue import NAME as EXECUTION
 from offload.batches.service import BatchNotFound, BatchService, BatchStateError, MountError
 from offload.batches.spec import SpecErrors
+from offload.batches.speclimits import SpecLimitExceeded
+from offload.batches.specsubmission import SubmissionError, SubmitSpec
+from offload.batches.specworkers import WorkersBusy
 from offload.batches.store import BatchSpecRow
 from offload.db.values import parse_time
 from offload.dispatch.dispatcher import Dispatcher
@@ -40,32 +44,17 @@ LOCAL_MAX_WAIT = 10.0
 LOCAL_POLL = 0.5
 
 
-# A spec's YAML and the files its steps mount: big enough for real specs, small enough that
-# one request cannot fill the server's memory.
-SPEC_MAX = 1024 * 1024
-FILES_MAX = 10_000
-FILE_MAX = 16 * 1024 * 1024
-
+# The submission's body as documented: FastAPI does not read it (the route does, off the loop).
+SUBMISSION = {
+    "required": True,
+    "content": {"application/json": {"schema": SubmitSpec.model_json_schema()}},
+}
+BUSY = {"model": ErrorBody, "description": "Too many specs are being read; retry after a moment"}
 
 # What a path or query names: an id users see, a user's or organization's name, a change's name.
-SpecId = Annotated[str, Path(max_length=64)]
-NamespaceName = Annotated[str, Path(max_length=64)]
-ChangeName = Annotated[str, Path(max_length=255)]
-
-
-class SubmitSpec(BaseModel):
-    """The body of POST /api/batches/specs."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    spec: str = Field(max_length=SPEC_MAX)
-    # Whose spec it is: the caller's own namespace by default, or an organization of theirs.
-    namespace: str = Field("", max_length=64)
-    source: str = Field("<spec>", max_length=4096)
-    # The files and directories the steps mount, by path relative to the spec, base64.
-    files: dict[str, str] = Field(default_factory=dict, max_length=FILES_MAX)
-    # `offload batch preview --local`: the CLI runs the workspaces, not the executors.
-    local: bool = False
+SpecId = Annotated[str, Path(max_length=64, pattern=PRINTABLE)]
+NamespaceName = Annotated[str, Path(max_length=64, pattern=PRINTABLE)]
+ChangeName = Annotated[str, Path(max_length=255, pattern=PRINTABLE)]
 
 
 class Selection(BaseModel):
@@ -73,8 +62,8 @@ class Selection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    spec: str | None = Field(None, max_length=64)
-    repo: str | None = Field(None, max_length=255)
+    spec: PlainName | None = Field(None, max_length=64)
+    repo: PlainName | None = Field(None, max_length=255)
 
 
 async def _answer(call: Callable[[], Awaitable[T]]) -> T:
@@ -84,6 +73,20 @@ async def _answer(call: Callable[[], Awaitable[T]]) -> T:
         raise HTTPException(404, str(exc)) from exc
     except BatchStateError as exc:
         raise HTTPException(409, str(exc)) from exc
+
+
+def _spec_errors(exc: SpecErrors) -> JSONResponse:
+    """A spec's problems with their places: 400, or the status of the limit it is over."""
+    return JSONResponse(
+        {
+            "detail": str(exc),
+            "errors": [
+                {"line": e.line, "column": e.column, "path": e.path, "message": e.message}
+                for e in exc.errors
+            ],
+        },
+        status_code=exc.status if isinstance(exc, SpecLimitExceeded) else 400,
+    )
 
 
 def _iso(value: object) -> str | None:
@@ -99,7 +102,7 @@ def batches_router(
     audit: AuditLog,
 ) -> APIRouter:
     """/api/batches."""
-    router = APIRouter(prefix="/api/batches")
+    router = APIRouter(prefix="/api/batches", responses=documented(401))
 
     async def visible_spec(principal: Principal, rand_id: str) -> BatchSpecRow:
         row = await _answer(lambda: service.spec_row(rand_id))
@@ -111,55 +114,61 @@ def batches_router(
         if not principal.may_act_in(namespace):
             raise HTTPException(404, f"{namespace} has no batch change named {name!r}")
 
-    @router.post("/specs", status_code=201, response_model=None)
+    # 400 also for a spec that is not valid, with each error's line and column in `errors`;
+    # 413 or 422 for one over a limit of speclimits.py, the same way.
+    @router.post(
+        "/specs",
+        status_code=201,
+        response_model=None,
+        responses={**documented(*BODY, 403), 503: BUSY},
+        # The body is read and parsed in a spec worker, off the event loop (specsubmission.py).
+        openapi_extra={"requestBody": SUBMISSION},
+    )
     async def submit(
-        body: SubmitSpec, principal: Principal = Depends(auth.require)
+        request: Request, principal: Principal = Depends(auth.require)
     ) -> dict[str, Any] | JSONResponse:
+        try:
+            body = await service.read_submission(request.body)
+        except WorkersBusy as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+        except SubmissionError as exc:
+            detail = problems(exc.detail) if isinstance(exc.detail, list) else exc.detail
+            return JSONResponse({"detail": detail}, status_code=exc.status)
+        except SpecErrors as exc:
+            return _spec_errors(exc)
+        except ClientDisconnect as exc:
+            raise HTTPException(400, "the body ended before its Content-Length") from exc
         namespace = acting_namespace(principal, body.namespace, "batch specs")
         try:
             await grants.require(EXECUTION, namespace)
         except NotGranted as exc:
             raise HTTPException(403, str(exc)) from exc
-        if sum(len(data) for data in body.files.values()) > FILE_MAX * 4 // 3:
-            raise HTTPException(413, f"the mounted files are larger than {FILE_MAX >> 20} MiB")
-        try:
-            files = {
-                path: base64.b64decode(data, validate=True) for path, data in body.files.items()
-            }
-        except (ValueError, binascii.Error) as exc:
-            raise HTTPException(400, f"files: not base64: {exc}") from exc
+        if body.errors is not None:
+            return _spec_errors(body.errors)
         try:
             row = await service.submit(
                 namespace,
-                body.spec,
+                body.text,
                 body.source,
-                files,
+                body.files,
                 runs_locally=body.local,
                 created_by=principal.username,
+                parsed=body.spec,
             )
         except (MountError, UnknownSecret) as exc:
             raise HTTPException(400, str(exc).strip("'\"")) from exc
         except SpecErrors as exc:
-            return JSONResponse(
-                {
-                    "detail": str(exc),
-                    "errors": [
-                        {"line": e.line, "column": e.column, "path": e.path, "message": e.message}
-                        for e in exc.errors
-                    ],
-                },
-                status_code=400,
-            )
+            return _spec_errors(exc)
         return await service.progress(row.rand_id)
 
-    @router.get("/specs/{rand_id}")
+    @router.get("/specs/{rand_id}", responses=documented(404, 422))
     async def preview(
         rand_id: SpecId, principal: Principal = Depends(auth.require)
     ) -> dict[str, Any]:
         await visible_spec(principal, rand_id)
         return await _answer(lambda: service.preview(rand_id))
 
-    @router.get("/specs/{rand_id}/workspaces")
+    @router.get("/specs/{rand_id}/workspaces", responses=documented(404, 422))
     async def workspaces(
         rand_id: SpecId, principal: Principal = Depends(auth.require)
     ) -> list[dict[str, Any]]:
@@ -188,7 +197,14 @@ def batches_router(
     # A spec that runs locally is its own small executor queue: the user's CLI dequeues and
     # heartbeats here, then logs and finishes each job through the executor protocol's job
     # calls with the job's token, so its results are stored exactly as an executor's are.
-    @router.post("/specs/{rand_id}/dequeue", response_model=None)
+    @router.post(
+        "/specs/{rand_id}/dequeue",
+        response_model=None,
+        responses={
+            204: {"description": "No workspace is ready to run"},
+            **documented(*BODY, 403, 404, 409),
+        },
+    )
     async def dequeue_local(
         rand_id: SpecId, body: DequeueRequest, principal: Principal = Depends(auth.require)
     ) -> Response:
@@ -207,7 +223,7 @@ def batches_router(
             else:
                 await asyncio.sleep(LOCAL_POLL)
 
-    @router.post("/specs/{rand_id}/heartbeat")
+    @router.post("/specs/{rand_id}/heartbeat", responses=documented(*BODY, 403, 404))
     async def heartbeat_local(
         rand_id: SpecId, body: HeartbeatRequest, principal: Principal = Depends(auth.require)
     ) -> dict[str, Any]:
@@ -221,7 +237,7 @@ def batches_router(
             cancel_ids=[f"{i}-{EXECUTION}" for i in beat.cancel_ids],
         ).dump()
 
-    @router.post("/specs/{rand_id}/apply")
+    @router.post("/specs/{rand_id}/apply", responses=documented(403, 404, 409, 422))
     async def apply(
         rand_id: SpecId, request: Request, principal: Principal = Depends(auth.require)
     ) -> dict[str, Any]:
@@ -232,25 +248,25 @@ def batches_router(
         )
         return applied
 
-    @router.get("/changes/{namespace}/{name}")
+    @router.get("/changes/{namespace}/{name}", responses=documented(404, 422))
     async def status(
         namespace: NamespaceName, name: ChangeName, principal: Principal = Depends(auth.require)
     ) -> dict[str, Any]:
         visible_namespace(principal, namespace, name)
         return await _answer(lambda: service.status(namespace, name))
 
-    @router.get("/changes/{namespace}/{name}/logs")
+    @router.get("/changes/{namespace}/{name}/logs", responses=documented(404, 422))
     async def logs(
         namespace: NamespaceName,
         name: ChangeName,
         principal: Principal = Depends(auth.require),
-        spec: Annotated[str | None, Query(max_length=64)] = None,
-        repo: Annotated[str | None, Query(max_length=255)] = None,
+        spec: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
+        repo: LongNameQuery = None,
     ) -> list[dict[str, Any]]:
         visible_namespace(principal, namespace, name)
         return await _answer(lambda: service.logs(namespace, name, spec=spec, repo=repo))
 
-    @router.post("/changes/{namespace}/{name}/retry")
+    @router.post("/changes/{namespace}/{name}/retry", responses=documented(*BODY, 403, 404, 409))
     async def retry(
         namespace: NamespaceName,
         name: ChangeName,
@@ -265,7 +281,7 @@ def batches_router(
 
         return await _answer(call)
 
-    @router.post("/changes/{namespace}/{name}/close")
+    @router.post("/changes/{namespace}/{name}/close", responses=documented(403, 404, 409, 422))
     async def close(
         namespace: NamespaceName,
         name: ChangeName,

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from offload.batches import changesets as cs
 from offload.batches.execution import secret_names
 from offload.batches.queue import SPEC as EXECUTION
 from offload.batches.queue import BatchQueue
-from offload.batches.spec import parse_spec
+from offload.batches.spec import BatchSpec
+from offload.batches.specsubmission import Submission, read_submission
+from offload.batches.specworkers import SpecWorkers, remember, shared
 from offload.batches.store import BatchSpecRow, BatchStore, ChangesetSpecRow
 from offload.clock import Clock, SystemClock
 from offload.db.base import Database
@@ -89,10 +91,17 @@ class BatchService:
     """Submitting, previewing, applying, retrying and closing batch changes."""
 
     def __init__(
-        self, db: Database, clock: Clock | None = None, *, secrets: Secrets | None = None
+        self,
+        db: Database,
+        clock: Clock | None = None,
+        *,
+        secrets: Secrets | None = None,
+        workers: SpecWorkers | None = None,
     ) -> None:
         self.db = db
         self.clock = clock or SystemClock()
+        # Specs are parsed in these worker processes, never on the event loop.
+        self.workers = workers or shared()
         # When given, a spec whose steps name a secret its namespace cannot read is refused
         # at once, rather than failing at resolution.
         self.secrets = secrets
@@ -103,6 +112,19 @@ class BatchService:
 
     # -- specs ------------------------------------------------------------------------------
 
+    async def read_submission(self, body: Callable[[], Awaitable[bytes]]) -> Submission:
+        """A submission's request body, read once a spec worker can take it, parsed there.
+
+        WorkersBusy when too many are read already; SubmissionError for a body that is not
+        one; SpecLimitExceeded for a spec too large.
+        """
+        with self.workers.admitted():
+            raw = await body()
+            submission = await self.workers.run(read_submission, raw)
+        if submission.spec is not None:
+            remember(submission.text, submission.spec)
+        return submission
+
     async def submit(
         self,
         user: str,
@@ -112,14 +134,16 @@ class BatchService:
         *,
         runs_locally: bool = False,
         created_by: str = "",
+        parsed: BatchSpec | None = None,
     ) -> BatchSpecRow:
         """Validate and store a spec of namespace `user` (with the files its steps mount) and
         queue its resolution.
 
         `runs_locally`: the user's CLI claims the workspaces (`claim`), not the executors.
+        `parsed`: the spec as read_submission() parsed it already.
         SpecErrors if the spec is invalid; MountError if a mounted path was not uploaded.
         """
-        spec = parse_spec(raw, source=source)
+        spec = parsed or await self.workers.parse(raw, source)
         if self.secrets is not None:
             await self.secrets.require(user, secret_names(spec.steps))
         files = dict(files or {})
@@ -265,7 +289,7 @@ class BatchService:
         if progress["resolution"] == "failed":
             raise BatchStateError(f"batch spec {rand_id} failed: {progress['resolutionError']}")
         plan = await self.plan(row)
-        spec = row.parsed()
+        spec = await self.workers.parse(row.raw_spec, row.name)
         now = self.clock.now()
         async with self.db.transaction() as tx:
             found = await tx.fetch(

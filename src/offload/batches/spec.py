@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 OutputFormat: TypeAlias = Literal["json", "yaml", "text"]
 PublishedState: TypeAlias = bool | Literal["draft"]
@@ -184,6 +184,11 @@ class SpecError(ValueError):
         where = f"{self.source}:{self.line}:{self.column}: "
         return where + (f"{self.path}: {self.message}" if self.path else self.message)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Specs are parsed in worker processes: their errors travel back pickled.
+        where = {"path": self.path, "line": self.line, "column": self.column}
+        return (_spec_error, (self.message, where, self.source))
+
 
 class SpecErrors(ValueError):
     """Every problem found in a batch spec, in file order."""
@@ -195,10 +200,20 @@ class SpecErrors(ValueError):
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.errors,))
+
+
+def _spec_error(message: str, where: dict[str, Any], source: str) -> SpecError:
+    return SpecError(message, source=source, **where)
+
 
 def parse_spec(text: str, *, source: str = "<spec>") -> BatchSpec:
     """Parse and validate a batch spec's YAML; raise SpecErrors listing every problem found."""
     # specfile builds on this module's types, so it can only be imported once they exist.
     from offload.batches.specfile import read
+    from offload.batches.specworkers import recalled
 
-    return read(text, source=source)
+    # A spec a worker process parsed already (the server's and the worker's do) is not parsed
+    # again here: this may run on an event loop.
+    return recalled(text) or read(text, source=source)

@@ -31,24 +31,49 @@ from offload.batches.spec import (
     WorkspaceConfig,
 )
 from offload.batches.specchecks import semantic_errors
+from offload.batches.speclimits import (
+    MAX_ERRORS,
+    LimitedComposer,
+    LimitedScanner,
+    check_counts,
+    check_text,
+)
 from offload.batches.specschema import describe, schema_errors
 from offload.batches.specsource import SpecSource, key_text
 
 
 def read(text: str, *, source: str = "<spec>") -> BatchSpec:
     """Parse and validate a batch spec (offload.batches.spec.parse_spec is the public name)."""
+    check_text(text, source)
     root = _load(text, source)
     spec_source = SpecSource(root, text, source)
     data = _plain(root)
+    check_counts(data, source)
     errors = schema_errors(spec_source, data) + semantic_errors(spec_source, data)
     if errors:
-        raise SpecErrors(errors)
+        raise SpecErrors(_shown(errors, source))
     return _build(data)
 
 
+def _shown(errors: list[SpecError], source: str) -> list[SpecError]:
+    """The first MAX_ERRORS problems in file order, and how many more there are."""
+    if len(errors) <= MAX_ERRORS:
+        return errors
+    first = sorted(errors, key=lambda e: (e.line, e.column))[:MAX_ERRORS]
+    last = first[-1]
+    more = len(errors) - MAX_ERRORS
+    message = f"... and {more:,} more problem{'s' if more != 1 else ''} (MAX_ERRORS: {MAX_ERRORS})"
+    return [*first, SpecError(message, line=last.line, column=last.column, source=source)]
+
+
 def _load(text: str, source: str) -> Any:
+    yaml = YAML(typ="rt")
+    # They count the tree as it is read: limits of speclimits.py, with where they were passed.
+    yaml.Scanner = LimitedScanner
+    yaml.Composer = LimitedComposer
+    yaml.spec_source = source  # type: ignore[attr-defined]
     try:
-        root = YAML(typ="rt").load(text)
+        root = yaml.load(text)
     except MarkedYAMLError as exc:
         raise SpecErrors([_yaml_error(exc, source)]) from None
     except YAMLError as exc:

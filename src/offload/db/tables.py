@@ -91,6 +91,23 @@ jobs = Table(
     Index("jobs_namespace_idx", "namespace", "id"),
 )
 
+# Idempotency keys of job submissions (jobs/submissions.py): a POST /api/jobs retried with
+# the same key by the same user returns the job the first one made. Kept for a day.
+job_submission_keys = Table(
+    "job_submission_keys",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("submitted_by", String(64), nullable=False),
+    Column("key", String(255), nullable=False),
+    # sha256 of the submission, so that the key reused for another one is refused.
+    Column("request_sha256", String(64), nullable=False),
+    # NULL while the first submission is being made.
+    Column("job_id", BigInteger),
+    Column("created_at", TIME, nullable=False),
+    UniqueConstraint("submitted_by", "key", name="job_submission_keys_user_key"),
+    Index("job_submission_keys_created_idx", "created_at"),
+)
+
 # One row per command a job ran, appended and updated while it runs (any queue's records).
 execution_logs = Table(
     "execution_logs",

@@ -126,6 +126,7 @@ class Dispatcher:
                 pass
             return None
         job.token = await self.tokens.mint(record, job.repository_name)
+        job.attempt = record.attempt
         return Leased(job, record)
 
     async def finish(self, queue: str, lease: Lease, verb: str, message: str = "") -> None:

@@ -12,6 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from offload.api.errors import BODY, documented
+from offload.api.inputs import VISIBLE_ASCII, NamePath, PlainName
 from offload.dispatch.access import executor_token, set_executor_token
 from offload.dispatch.grants import Permission, QueueGrants
 from offload.dispatch.registry import ExecutorRegistry
@@ -27,7 +29,7 @@ class GrantBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    namespace: str = Field(max_length=64)
+    namespace: PlainName = Field(max_length=64)
     permission: Permission = "use"
 
 
@@ -36,7 +38,8 @@ class TokenBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    token: str = Field(min_length=16, max_length=256)
+    # Sent in an HTTP header by every executor: visible ASCII only.
+    token: str = Field(min_length=16, max_length=256, pattern=VISIBLE_ASCII)
 
 
 def dispatch_router(
@@ -48,7 +51,7 @@ def dispatch_router(
     audit: AuditLog,
 ) -> APIRouter:
     """/api/queues and /api/executors."""
-    router = APIRouter(prefix="/api")
+    router = APIRouter(prefix="/api", responses=documented(401))
 
     @router.get("/queues")
     async def queues(_: Principal = Depends(auth.require)) -> list[dict[str, Any]]:
@@ -64,7 +67,7 @@ def dispatch_router(
             )
         return out
 
-    @router.get("/queues/grants")
+    @router.get("/queues/grants", responses=documented(403))
     async def list_grants(_: Principal = Depends(auth.require_site_admin)) -> dict[str, Any]:
         return {
             "open": sorted(grants.open_queues),
@@ -78,9 +81,9 @@ def dispatch_router(
                 f"no executor queue {queue!r}; the queues are {', '.join(executor_queue_names)}",
             )
 
-    @router.post("/queues/{queue}/grants", status_code=201)
+    @router.post("/queues/{queue}/grants", status_code=201, responses=documented(*BODY, 403, 404))
     async def grant(
-        queue: str,
+        queue: NamePath,
         body: GrantBody,
         request: Request,
         principal: Principal = Depends(auth.require_site_admin),
@@ -98,10 +101,12 @@ def dispatch_router(
         )
         return {"queue": queue, **body.model_dump(), "new": added}
 
-    @router.delete("/queues/{queue}/grants/{namespace}", status_code=204)
+    @router.delete(
+        "/queues/{queue}/grants/{namespace}", status_code=204, responses=documented(403, 404, 422)
+    )
     async def revoke(
-        queue: str,
-        namespace: str,
+        queue: NamePath,
+        namespace: NamePath,
         request: Request,
         principal: Principal = Depends(auth.require_site_admin),
         permission: Permission = "use",
@@ -113,7 +118,7 @@ def dispatch_router(
             principal, request, "queue.revoke", f"{queue}/{namespace}", permission=permission
         )
 
-    @router.get("/executors")
+    @router.get("/executors", responses=documented(403))
     async def executors(_: Principal = Depends(auth.require_site_admin)) -> list[dict[str, Any]]:
         now = datetime.now(UTC)
         return [
@@ -132,11 +137,11 @@ def dispatch_router(
             for e in await registry.list()
         ]
 
-    @router.get("/executors/token")
+    @router.get("/executors/token", responses=documented(403))
     async def token(_: Principal = Depends(auth.require_site_admin)) -> dict[str, str]:
         return {"token": await executor_token(registry.db)}
 
-    @router.put("/executors/token", status_code=204)
+    @router.put("/executors/token", status_code=204, responses=documented(*BODY, 403))
     async def replace_token(
         body: TokenBody, request: Request, principal: Principal = Depends(auth.require_site_admin)
     ) -> None:

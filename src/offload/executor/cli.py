@@ -5,15 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from offload import logs
-from offload.executor.config import ConfigError, ExecutorConfig
+from offload.executor.config import (
+    ConfigError,
+    ExecutorConfig,
+    check_data_dir,
+    size_text,
+    unknown_settings,
+)
 
 executor_app = typer.Typer(invoke_without_command=True)
 images_app = typer.Typer(help="The executor's image store.", no_args_is_help=True)
@@ -23,21 +31,33 @@ out = Console()
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # Messages quote settings, which may hold anything, markup brackets included.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
+def _warn(message: str) -> None:
+    err.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def _config() -> ExecutorConfig:
+    """The checked settings and data directory; exit 2 with every problem listed if not."""
     from offload.executor.runtimes.registry import default_runtime
 
+    for warning in unknown_settings(os.environ):
+        _warn(warning)
     try:
         default = default_runtime()
     except RuntimeError:
         default = "sandbox"
     try:
-        return ExecutorConfig.from_env(os.environ, default_backend=default)
+        config = ExecutorConfig.from_env(os.environ, default_backend=default)
+        warnings = check_data_dir(config)
     except ConfigError as exc:
         raise _fail(str(exc), 2) from exc
+    for warning in warnings:
+        _warn(warning)
+    return config
 
 
 def _runtime(config: ExecutorConfig):  # type: ignore[no-untyped-def]
@@ -88,6 +108,13 @@ def validate() -> None:
     from offload.executor.runtimes.base import RuntimeUnavailable
 
     config = _config()
+    free = shutil.disk_usage(config.data_dir).free
+    out.print(
+        f"data directory: {config.data_dir} is writable, {size_text(free)} free",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
     runtime = _runtime(config)
 
     async def main() -> int:
@@ -95,7 +122,7 @@ def validate() -> None:
             line = await runtime.check()
         except RuntimeUnavailable as exc:
             raise _fail(f"runtime {config.backend}: {exc}", 1) from exc
-        out.print(f"runtime: {line}", highlight=False)
+        out.print(f"runtime: {line}", highlight=False, markup=False, soft_wrap=True)
         client = ExecutorClient(config.frontend_url, config.token, config.queues, name=config.name)
         try:
             await client.check_auth()
@@ -105,7 +132,12 @@ def validate() -> None:
             raise _fail(f"cannot reach {config.frontend_url}: {exc}", 1) from exc
         finally:
             await client.close()
-        out.print(f"server: {config.frontend_url} accepts this executor's token", highlight=False)
+        out.print(
+            f"server: {config.frontend_url} accepts this executor's token",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
         return 0
 
     raise typer.Exit(asyncio.run(main()))

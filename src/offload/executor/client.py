@@ -35,8 +35,11 @@ from offload.queue.states import State
 
 log = logging.getLogger(__name__)
 
-# Server errors and outages on per-job calls are retried this many times, with backoff.
-RETRIES = 6
+# Server errors and outages on per-job calls are retried this many times, with backoff
+# (0.5 s doubling to 15 s: about 45 s in all). That outlasts a server restart and a queue's
+# stalled_after (25 s): a job whose step ended must not fail because its logs could not be
+# written while the server was down, as long as the job is still its executor's.
+RETRIES = 8
 
 
 class Unauthorized(RuntimeError):

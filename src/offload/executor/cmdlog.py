@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from offload.executor.limits import named
 from offload.executor.redaction import Redactor
 from offload.protocol.wire import MAX_LOG_BATCH
 from offload.queue.record import Lease, LogEntry, NotOwned
@@ -37,6 +38,19 @@ class LogSink(Protocol):
         ...
 
 
+class OutputLimitReached(RuntimeError):
+    """The job wrote more output than its limit allows; the message names the limit."""
+
+
+@dataclass
+class _Budget:
+    """What all of a job's commands may still write to its log, together."""
+
+    limit: int
+    used: int = 0
+    reached: bool = False
+
+
 @dataclass
 class Command:
     """One running command's log entry."""
@@ -53,10 +67,25 @@ class Command:
     created: bool = False  # its creation went out
     entry_id: int | None = None
     ended: bool = False
+    budget: _Budget | None = None
 
     def write(self, stream: str, line: str) -> None:
-        """Add one line of output from `stream` (stdout or stderr)."""
-        self.parts.append(f"{stream}: {line}\n")
+        """Add one line of output from `stream` (stdout or stderr).
+
+        OutputLimitReached (the line dropped) once the job's output passed its limit.
+        """
+        text = f"{stream}: {line}\n"
+        budget = self.budget
+        if budget is not None:
+            # The executor holds a job's whole log in memory: the limit bounds that too.
+            budget.used += len(text.encode(errors="replace"))
+            if budget.used > budget.limit:
+                message = f"{named('output', budget.limit)} reached"
+                if not budget.reached:
+                    budget.reached = True
+                    self.note(f"offload: {message}: the rest of the output is dropped")
+                raise OutputLimitReached(message)
+        self.parts.append(text)
         self.changed = True
 
     def note(self, text: str) -> None:
@@ -88,12 +117,23 @@ class CommandLog:
     """
 
     def __init__(
-        self, sink: LogSink, lease: Lease, redactor: Redactor, *, interval: float = FLUSH_INTERVAL
+        self,
+        sink: LogSink,
+        lease: Lease,
+        redactor: Redactor,
+        *,
+        interval: float = FLUSH_INTERVAL,
+        header: str = "",
+        output_limit: int = 0,
     ) -> None:
         self.sink = sink
         self.lease = lease
         self.redactor = redactor
         self.interval = interval
+        # The first line of the job's first entry (which job, which attempt, where).
+        self._header = header
+        # Bytes of output all commands together may write (0: no limit).
+        self._budget = _Budget(output_limit) if output_limit > 0 else None
         self._pending: collections.deque[_Write] = collections.deque()
         self._writer: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
@@ -178,7 +218,12 @@ class CommandLog:
         Set `exit_code` on the yielded Command before leaving the block (an exception leaves
         it unset: the entry then records the failure).
         """
-        command = Command(key, list(words), datetime.now(UTC), time.monotonic())
+        command = Command(
+            key, list(words), datetime.now(UTC), time.monotonic(), budget=self._budget
+        )
+        if self._header:
+            command.note(self._header)
+            self._header = ""
         flusher = asyncio.create_task(self._flush_while_running(command))
         try:
             yield command

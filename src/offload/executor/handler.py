@@ -8,8 +8,12 @@ Everything a job could get wrong about its steps is checked before anything runs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import os
+import posixpath
+import signal
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -17,15 +21,18 @@ from pathlib import Path
 
 from offload.executor import workspace
 from offload.executor.client import RETRIES, ExecutorClient
-from offload.executor.cmdlog import CommandLog
+from offload.executor.cmdlog import Command, CommandLog, OutputLimitReached
+from offload.executor.disks import Disk, Disks
 from offload.executor.gitproxy import GitProxy
 from offload.executor.hosttools import HostCommand, HostToolRefused, host_command
-from offload.executor.process import run_command
+from offload.executor.limits import named
+from offload.executor.process import StepProcess, run_command
 from offload.executor.redaction import Redactor
 from offload.executor.runtimes.base import (
     WORKSPACE_MOUNT,
     Limits,
     Mount,
+    Outcome,
     Runtime,
     Step,
     StepUnsupported,
@@ -40,6 +47,10 @@ log = logging.getLogger(__name__)
 TOKEN_REPLACEMENT = "SECRET_REMOVED"
 # Runs a host step in its directory without a cwd argument to run_command; "$@" is the argv.
 _CHDIR = 'cd -- "$1" && shift && exec "$@"'
+# HOME of the git commands that run as the step uid: root's home is not theirs to read.
+_NO_HOME = "/nonexistent"
+# A step throttled less than this (seconds, as the kernel counts) gets no note in its log.
+_THROTTLE_NOTE = 0.1
 
 
 class StepFailed(RuntimeError):
@@ -139,6 +150,8 @@ class HandlerSettings:
     # Shown at the top of every job's log (the shell runtime's warning, for one).
     runtime_notice: str = ""
     kill_grace: float = 10.0
+    # Size-limited filesystems for workspaces (None: workspaces go in `workspaces`, unlimited).
+    disks: Disks | None = None
 
 
 class JobHandler:
@@ -164,24 +177,56 @@ class JobHandler:
                 held.token: TOKEN_REPLACEMENT,
             }
         )
-        logs = CommandLog(self.client, lease, redactor)
-        root = workspace.create(self.settings.workspaces, job)
+        header = f"offload: job {job.id}, attempt {job.attempt}, on executor {self.client.name}"
+        logs = CommandLog(
+            self.client,
+            lease,
+            redactor,
+            header=header,
+            output_limit=self.settings.limits.output_bytes,
+        )
+        disks = self.settings.disks
+        disk = await disks.acquire() if disks is not None else None
+        try:
+            parent = disk.path if disk is not None else self.settings.workspaces
+            root = workspace.create(parent, job, owner=self._owner())
+        except BaseException:
+            if disks is not None and disk is not None:
+                disks.release(disk)
+            raise
         try:
             try:
-                await self._run(job, steps, root, logs)
+                await self._run(job, steps, root, logs, disk)
             finally:
                 # Every log write lands before the job is reported finished.
                 await asyncio.shield(logs.drain())
         except workspace.WorkspaceError as exc:
             raise JobFailed(str(exc)) from exc
+        except OutputLimitReached as exc:
+            raise StepFailed(f"job {job.id} was stopped: {exc}") from exc
         finally:
             if self.settings.keep_workspaces:
                 log.info("keeping the workspace of job %s at %s", job.id, root)
             else:
                 workspace.remove(root)
+                if disks is not None and disk is not None:
+                    disks.release(disk)
+
+    def _owner(self) -> tuple[int, int] | None:
+        """The host uid and gid steps run as, when not this process's own: they own the
+        workspace and run the checkout."""
+        limits = self.settings.limits
+        if limits.uid is None or limits.uid == os.geteuid():
+            return None
+        return limits.uid, limits.gid if limits.gid is not None else limits.uid
 
     async def _run(
-        self, job: Job, steps: list[RuntimeStep | HostStep], root: Path, logs: CommandLog
+        self,
+        job: Job,
+        steps: list[RuntimeStep | HostStep],
+        root: Path,
+        logs: CommandLog,
+        disk: Disk | None,
     ) -> None:
         if self.settings.runtime_notice:
             async with logs.command("setup.runtime", [self.runtime.name]) as note:
@@ -204,12 +249,19 @@ class JobHandler:
             if isinstance(planned, HostStep):
                 await self._host_step(planned, root, logs)
             else:
-                await self._runtime_step(job, planned, root, limits, logs)
+                await self._runtime_step(job, planned, root, limits, logs, disk)
 
     async def _runtime_step(
-        self, job: Job, planned: RuntimeStep, root: Path, limits: Limits, logs: CommandLog
+        self,
+        job: Job,
+        planned: RuntimeStep,
+        root: Path,
+        limits: Limits,
+        logs: CommandLog,
+        disk: Disk | None,
     ) -> None:
         docker_step = planned.step
+        failure = ""
         run_id = f"{job.id}-{planned.index}-{uuid.uuid4().hex[:8]}"
         async with logs.command(
             f"step.{self.runtime.name}.{planned.key}", docker_step.commands
@@ -220,20 +272,37 @@ class JobHandler:
                 script=workspace.write_script(root, job, planned.index, docker_step.commands),
                 image=docker_step.image or None,
                 dir=docker_step.dir,
-                env=dict(pair.split("=", 1) for pair in docker_step.env if "=" in pair),
+                env={
+                    **dict(pair.split("=", 1) for pair in docker_step.env if "=" in pair),
+                    # A step with side effects can tell a re-run (its attempt > 1) from a first run.
+                    "OFFLOAD_JOB_ATTEMPT": str(job.attempt),
+                },
                 mounts=tuple(mount_of(root, planned.key, m) for m in docker_step.mounts),
             )
             try:
                 argv = self.runtime.command(step, root, limits, run_id)
             except StepUnsupported as exc:
                 raise StepFailed(str(exc)) from exc
-            code = await run_command(
-                argv,
-                on_output=command.write,
-                grace=self.settings.kill_grace,
-                stop=functools.partial(self.runtime.stop, run_id),
+            process = StepProcess(
+                argv, command.write, stop=functools.partial(self.runtime.stop, run_id)
             )
+            try:
+                code = await process.run(grace=self.settings.kill_grace)
+            except OutputLimitReached as exc:
+                code, failure = -signal.SIGKILL, f"step {planned.key} was stopped: {exc}"
             command.exit_code = code
+            failure = failure or _limit_failure(
+                planned.key, process.outcome, limits, disk, code, command
+            )
+            if failure:
+                command.note(f"offload: {failure}")
+            if process.outcome.throttled >= _THROTTLE_NOTE:
+                command.note(
+                    f"offload: the {named('cpu', limits.cpus)} held the step back "
+                    f"(throttled for {process.outcome.throttled:.1f}s)"
+                )
+        if failure:
+            raise StepFailed(failure)
         if code != 0:
             raise StepFailed(f"step {planned.key} exited with code {code}")
 
@@ -245,7 +314,7 @@ class JobHandler:
                 loop = asyncio.get_running_loop()
 
                 def write(line: str) -> None:
-                    loop.call_soon_threadsafe(command.write, "stdout", line)
+                    loop.call_soon_threadsafe(_write_within_limit, command, line)
 
                 # A thread cannot be killed: in-process tools are offload's own, bounded by
                 # what they do (git on one checkout), not by the kill grace.
@@ -257,15 +326,23 @@ class JobHandler:
                     env=planned.command.env,
                     write=write,
                 )
+                if command.budget is not None and command.budget.reached:
+                    raise OutputLimitReached(f"{named('output', command.budget.limit)} reached")
             else:
+                argv = list(planned.command.argv)
+                if argv[1:2] == ["-C"] and len(argv) > 2:
+                    # `git -C DIR`: the directory is the job's, so it must be in its workspace.
+                    argv[2] = str(workspace.inside(root, posixpath.join(planned.dir, argv[2])))
                 env = {
                     **workspace.git_env(),
+                    # What steps left in the workspace (its .git included) is untrusted.
+                    **workspace.untrusted_git_env(root),
                     **planned.command.env,
                     "OFFLOAD_HOST_DIR": str(host),
                     "OFFLOAD_WORKSPACE": str(root),
                 }
                 code = await run_command(
-                    ["/bin/sh", "-c", _CHDIR, "offload-host-step", str(cwd), *planned.command.argv],
+                    ["/bin/sh", "-c", _CHDIR, "offload-host-step", str(cwd), *argv],
                     on_output=command.write,
                     env=env,
                     grace=self.settings.kill_grace,
@@ -277,6 +354,10 @@ class JobHandler:
     async def _checkout(self, job: Job, root: Path, logs: CommandLog) -> None:
         repo_dir = workspace.inside(root, job.repository_directory or ".")
         repo_dir.mkdir(parents=True, exist_ok=True)
+        workspace.give(root, repo_dir)
+        # As the step uid: it must own the checkout that its steps change.
+        owner = self._owner()
+        env = {**workspace.git_env(), **({"HOME": _NO_HOME} if owner else {})}
         held_headers = self.client.job_headers_for(job)
         proxy = GitProxy(
             self.client.http,
@@ -289,12 +370,50 @@ class JobHandler:
         try:
             for key, argv in workspace.git_commands(job, repo_dir, proxy.url):
                 async with logs.command(key, argv) as command:
-                    code = await run_command(argv, on_output=command.write, env=workspace.git_env())
+                    code = await run_command(argv, on_output=command.write, env=env, user=owner)
                     command.exit_code = code
                 if code != 0:
                     raise StepFailed(f"{key} failed with exit code {code}; see its log")
         finally:
             await proxy.close()
+
+
+def _write_within_limit(command: Command, line: str) -> None:
+    """An in-process tool's line; past the output limit, dropped (the tool ends by itself)."""
+    with contextlib.suppress(OutputLimitReached):
+        command.write("stdout", line)
+
+
+def _limit_failure(
+    key: str, outcome: Outcome, limits: Limits, disk: Disk | None, code: int, command: Command
+) -> str:
+    """Why a finished step failed because of a limit it hit; "" if it hit none."""
+    if outcome.limit == "memory":
+        return (
+            f"step {key} failed: {named('memory', limits.memory_bytes)} reached "
+            "(the kernel killed a process of the step)"
+        )
+    if outcome.limit == "pids":
+        return f"step {key} failed: {named('pids', limits.pids)} reached (a fork failed)"
+    if disk is not None and disk.full():
+        return (
+            f"step {key} failed: {named('disk', limits.disk_bytes)} reached (its workspace is full)"
+        )
+    if code != 0 and limits.tmp_bytes > 0 and _ran_out_of_space(command):
+        # The tmpfs is gone with the sandbox: the step's own words are all there is to go by.
+        if disk is not None:
+            why = "and its workspace is not full"
+        else:
+            why = "; with no disk limit here, the host's disk may be full instead"
+        return (
+            f"step {key} failed: {named('tmp', limits.tmp_bytes)} reached "
+            f'(it wrote "No space left on device" {why})'
+        )
+    return ""
+
+
+def _ran_out_of_space(command: Command, lines: int = 200) -> bool:
+    return any("no space left on device" in part.lower() for part in command.parts[-lines:])
 
 
 def mount_of(root: Path, key: str, mount: StepMount) -> Mount:

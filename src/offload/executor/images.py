@@ -163,6 +163,7 @@ class ImageStore:
         digest = self._digest(name)
         bundle = self._bundle(digest)
         if bundle.is_dir():
+            _passable(bundle)  # unpacked by an older offload, 0700
             return bundle / "rootfs"
         async with self._locked(f"unpack-{_hex(digest)}"):
             if bundle.is_dir():
@@ -319,7 +320,16 @@ def _place_bundle(made: Path, bundle: Path, mountpoints: Sequence[str]) -> None:
         if not os.path.lexists(target):
             target.mkdir(mode=0o755, parents=True)
     bundle.parent.mkdir(parents=True, exist_ok=True)
+    _passable(made)
     made.rename(bundle)
+
+
+def _passable(bundle: Path) -> None:
+    """Let other uids pass through the bundle (umoci makes it 0700): steps of a root
+    executor run bubblewrap as an unprivileged uid, which binds the rootfs by path."""
+    mode = bundle.stat().st_mode
+    if mode & 0o011 != 0o011:
+        bundle.chmod(mode | 0o011)
 
 
 def _source_kind(source: Path) -> str:

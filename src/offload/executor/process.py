@@ -9,7 +9,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from offload.executor.runtimes.base import Runtime
+from offload.executor.runtimes.base import Outcome, Runtime
 
 # Receives ("stdout" | "stderr", line without its newline); may be a coroutine function.
 OutputSink = Callable[[str, str], Awaitable[None] | None]
@@ -29,15 +29,19 @@ class StepProcess:
         argv: Sequence[str],
         on_output: OutputSink,
         *,
-        stop: Callable[[], Awaitable[None]] | None = None,
+        stop: Callable[[], Awaitable[Outcome | None]] | None = None,
         env: Mapping[str, str] | None = None,
         max_line: int = 1 << 20,
+        user: tuple[int, int] | None = None,
     ) -> None:
         self._argv = list(argv)
         self._on_output = on_output
         self._stop_engine = stop
         self._env = dict(env) if env is not None else None
         self._max_line = max_line
+        self._user = user
+        # What the runtime's stop() saw of the run (a limit it hit), once it ended.
+        self.outcome = Outcome()
         self._proc: asyncio.subprocess.Process | None = None
         self._terminating = False
         self._stopped = False
@@ -59,8 +63,10 @@ class StepProcess:
         """Run to the end; the exit code (negative: killed by that signal).
 
         StepTimeout after `timeout` seconds. On a timeout, or when the awaiting task is
-        cancelled, the group gets SIGTERM, then SIGKILL after `grace` seconds.
+        cancelled, the group gets SIGTERM, then SIGKILL after `grace` seconds. When the output
+        sink raises (a job's output limit, say), the group is killed and run() raises that.
         """
+        uid, gid = self._user if self._user is not None else (None, None)
         proc = await asyncio.create_subprocess_exec(
             *self._argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -68,6 +74,9 @@ class StepProcess:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
             env=self._env,
+            user=uid,
+            group=gid,
+            extra_groups=[] if self._user is not None else None,
         )
         self._proc = proc
         assert proc.stdout is not None and proc.stderr is not None
@@ -124,7 +133,9 @@ class StepProcess:
     async def _stop(self) -> None:
         if not self._stopped and self._stop_engine is not None:
             self._stopped = True
-            await self._stop_engine()
+            outcome = await self._stop_engine()
+            if outcome is not None:
+                self.outcome = outcome
 
     def _signal(self, signum: int) -> None:
         if self._proc is not None:
@@ -164,6 +175,8 @@ class StepProcess:
                 await result
         except Exception as exc:
             self._sink_error = exc
+            # Nothing more of its output is wanted: stop the step now, not at its end.
+            self._signal(signal.SIGKILL)
 
 
 async def run_command(
@@ -173,8 +186,10 @@ async def run_command(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     grace: float = 10.0,
-    stop: Callable[[], Awaitable[None]] | None = None,
+    stop: Callable[[], Awaitable[Outcome | None]] | None = None,
+    user: tuple[int, int] | None = None,
 ) -> int:
-    """Run `argv` in its own process group, streaming its lines; its exit code."""
-    process = StepProcess(argv, on_output, stop=stop, env=env)
+    """Run `argv` in its own process group (as host `user`, if given), streaming its lines;
+    its exit code."""
+    process = StepProcess(argv, on_output, stop=stop, env=env, user=user)
     return await process.run(timeout=timeout, grace=grace)

@@ -2,12 +2,17 @@
 
 Next to it lives the job's host directory (`<workspace>.host`, mode 0700): private to host
 tools. Runtimes mount only the workspace root, so no step in a runtime can see or change it.
+
+Steps of a root executor run as an unprivileged host uid: the workspace, and everything the
+executor writes into it, belongs to that uid (`give`); the host directory stays root's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,10 +34,13 @@ def inside(root: Path, relative: str) -> Path:
     return path
 
 
-def create(parent: Path, job: Job) -> Path:
-    """A fresh workspace directory for `job`, and its host directory beside it."""
+def create(parent: Path, job: Job, owner: tuple[int, int] | None = None) -> Path:
+    """A fresh workspace directory for `job` (owned by `owner`, the uid and gid steps run
+    as), and its host directory beside it."""
     parent.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix=f"workspace-{job.id}-", dir=parent))
+    if owner is not None:
+        os.chown(root, *owner)
     # mkdtemp's names have no dot, so no other workspace can be called this.
     host = host_dir(root)
     host.mkdir(mode=0o700)
@@ -52,6 +60,7 @@ def write_files(root: Path, job: Job) -> list[str]:
         path = inside(root, relative)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(file.content)
+        give(root, path)
         written.append(relative)
     return written
 
@@ -64,7 +73,44 @@ def write_script(root: Path, job: Job, index: int, commands: list[str]) -> str:
     # set -x shows each command in the log as it runs; set +e lets a step decide for itself.
     path.write_text("set +e\nset -x\n" + "\n".join(commands) + "\n")
     path.chmod(0o755)
+    give(root, path)
     return name
+
+
+def give(root: Path, path: Path) -> None:
+    """Hand `path`, and the directories between `root` and it, to the workspace's owner, so
+    that steps (running as that uid) can change what the executor wrote for them."""
+    owner = os.stat(root)
+    if owner.st_uid == os.geteuid() and owner.st_gid == os.getegid():
+        return
+    current = path
+    while current != root and root in current.parents:
+        # lchown: never follow a link out of the workspace.
+        os.lchown(current, owner.st_uid, owner.st_gid)
+        current = current.parent
+
+
+def unreachable(path: Path, uid: int, gid: int) -> str:
+    """The first directory on the way to `path` that `uid`:`gid` may not enter ("" if none):
+    bubblewrap, run as that uid, binds workspaces and images by path."""
+    current = Path("/")
+    for part in path.resolve().parts[1:]:
+        current = current / part
+        try:
+            st = os.stat(current)
+        except FileNotFoundError:
+            return ""
+        if not stat.S_ISDIR(st.st_mode):
+            return ""
+        if st.st_uid == uid:
+            allowed = st.st_mode & stat.S_IXUSR
+        elif st.st_gid == gid:
+            allowed = st.st_mode & stat.S_IXGRP
+        else:
+            allowed = st.st_mode & stat.S_IXOTH
+        if not allowed:
+            return f"{current} (mode {stat.S_IMODE(st.st_mode):04o}, owner {st.st_uid})"
+    return ""
 
 
 def git_env() -> dict[str, str]:
@@ -140,5 +186,49 @@ def _url(url: str) -> str:
 
 def remove(root: Path) -> None:
     """Delete a workspace (files written by sandboxed steps included) and its host directory."""
-    shutil.rmtree(root, ignore_errors=True)
-    shutil.rmtree(host_dir(root), ignore_errors=True)
+    remove_tree(root)
+    remove_tree(host_dir(root))
+
+
+def remove_tree(path: Path) -> bool:
+    """Delete `path` and everything under it, whatever steps did to it; whether it is gone.
+
+    Steps leave read-only directories (`chmod -R a-w`), and trees deeper than Python's
+    recursion limit: directories get u+rwx as they are reached (as root, files of another
+    uid go too), and the walk keeps its own stack. Symlinks are removed, never followed.
+    """
+    # shutil's walk is faster; where it gives up (modes, depth), the walk below goes on.
+    with contextlib.suppress(RecursionError):
+        shutil.rmtree(path, ignore_errors=True)
+    if not os.path.lexists(path):
+        return True
+    stack = [(str(path), False)]
+    while stack:
+        top, emptied = stack.pop()
+        if emptied:
+            with contextlib.suppress(OSError):
+                os.rmdir(top)
+            continue
+        try:
+            mode = os.lstat(top).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISDIR(mode):
+            with contextlib.suppress(OSError):
+                os.unlink(top)
+            continue
+        if mode & stat.S_IRWXU != stat.S_IRWXU:
+            with contextlib.suppress(OSError):
+                os.chmod(top, stat.S_IMODE(mode) | stat.S_IRWXU)
+        stack.append((top, True))
+        try:
+            entries = list(os.scandir(top))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((entry.path, False))
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+    return not os.path.lexists(path)

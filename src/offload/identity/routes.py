@@ -15,6 +15,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from offload.api.errors import BODY, documented
+from offload.api.inputs import AfterQuery, BeforeQuery, IdPath, NamePath, NameQuery, PlainName, Text
 from offload.identity import passwords
 from offload.identity.audit import AuditLog
 from offload.identity.authenticator import Authenticator, client_address
@@ -27,6 +29,8 @@ from offload.identity.tokens import AccessTokens, TokenError
 from offload.identity.users import UnknownUser, User, Users
 
 LIMIT_MAX = 1000
+# What disabling, enabling, promoting and demoting a user may answer (409: doing it to oneself).
+CHANGE_USER = documented(403, 404, 409, 422)
 Limit = Annotated[int, Query(ge=1, le=LIMIT_MAX)]
 
 
@@ -37,16 +41,16 @@ class _Body(BaseModel):
 class SignIn(_Body):
     """The body of POST /api/session."""
 
-    username: str = Field(max_length=64)
+    username: PlainName = Field(max_length=64)
     password: str = Field(max_length=passwords.MAX_LENGTH)
 
 
 class CreateUser(_Body):
     """The body of POST /api/users."""
 
-    username: str = Field(max_length=64)
-    display_name: str = Field("", max_length=256)
-    email: str = Field("", max_length=256)
+    username: PlainName = Field(max_length=64)
+    display_name: Text = Field("", max_length=256)
+    email: PlainName = Field("", max_length=256)
     site_admin: bool = False
     password: str | None = Field(None, max_length=passwords.MAX_LENGTH)
 
@@ -65,7 +69,7 @@ class CreateToken(_Body):
     """The body of POST /api/users/{username}/tokens."""
 
     scopes: list[Scope] = Field(default_factory=_user_scope, max_length=2)
-    note: str = Field("", max_length=256)
+    note: Text = Field("", max_length=256)
     # Seconds from now; none: the token lasts until revoked.
     expires_in: int | None = Field(None, ge=60, le=10 * 365 * 86400)
 
@@ -73,8 +77,8 @@ class CreateToken(_Body):
 class CreateOrg(_Body):
     """The body of POST /api/orgs."""
 
-    name: str = Field(max_length=64)
-    display_name: str = Field("", max_length=256)
+    name: PlainName = Field(max_length=64)
+    display_name: Text = Field("", max_length=256)
 
 
 class SetMember(_Body):
@@ -87,7 +91,7 @@ def identity_router(
     auth: Authenticator, sessions: Sessions, audit: AuditLog, limiter: SignInLimiter
 ) -> APIRouter:
     """/api/session, /api/me, /api/users, /api/orgs, /api/audit."""
-    router = APIRouter(prefix="/api")
+    router = APIRouter(prefix="/api", responses=documented(401))
     users: Users = auth.users
     tokens: AccessTokens = auth.tokens
     orgs: Orgs = auth.orgs
@@ -99,7 +103,7 @@ def identity_router(
             raise HTTPException(404, f"no user {username!r}")
         return user
 
-    @router.post("/session")
+    @router.post("/session", responses=documented(*BODY, 429))
     async def sign_in(body: SignIn, request: Request, response: Response) -> dict[str, Any]:
         address = client_address(request)
         keys = (f"user:{body.username.lower()}", f"address:{address}")
@@ -132,7 +136,7 @@ def identity_router(
         await audit.record(user.username, "sign-in", address=address)
         return {"username": user.username, "csrfToken": csrf}
 
-    @router.delete("/session", status_code=204)
+    @router.delete("/session", status_code=204, responses=documented(403))
     async def sign_out(
         request: Request, response: Response, principal: Principal = Depends(auth.require)
     ) -> None:
@@ -153,13 +157,13 @@ def identity_router(
             "csrfToken": principal.csrf_token or None,
         }
 
-    @router.get("/users")
+    @router.get("/users", responses=documented(403, 422))
     async def list_users(
-        _: Principal = Depends(auth.require_site_admin), after: int = 0, limit: Limit = 100
+        _: Principal = Depends(auth.require_site_admin), after: AfterQuery = 0, limit: Limit = 100
     ) -> list[dict[str, Any]]:
         return [u.to_json() for u in await users.list(after=after, limit=limit)]
 
-    @router.post("/users", status_code=201)
+    @router.post("/users", status_code=201, responses=documented(*BODY, 403, 409))
     async def create_user(
         body: CreateUser, request: Request, principal: Principal = Depends(auth.require_site_admin)
     ) -> dict[str, Any]:
@@ -178,9 +182,9 @@ def identity_router(
         await audit.by(principal, request, "user.create", user.username, site_admin=user.site_admin)
         return user.to_json()
 
-    @router.get("/users/{username}")
+    @router.get("/users/{username}", responses=documented(404, 422))
     async def show_user(
-        username: str, principal: Principal = Depends(auth.require)
+        username: NamePath, principal: Principal = Depends(auth.require)
     ) -> dict[str, Any]:
         return (await visible_user(principal, username)).to_json()
 
@@ -202,33 +206,43 @@ def identity_router(
         await audit.by(principal, request, f"user.{action}", username)
         return user.to_json()
 
-    @router.post("/users/{username}/disable")
+    @router.post("/users/{username}/disable", responses=CHANGE_USER)
     async def disable(
-        username: str, request: Request, principal: Principal = Depends(auth.require_site_admin)
+        username: NamePath,
+        request: Request,
+        principal: Principal = Depends(auth.require_site_admin),
     ) -> dict[str, Any]:
         return await admin_change(principal, request, username, "disable")
 
-    @router.post("/users/{username}/enable")
+    @router.post("/users/{username}/enable", responses=CHANGE_USER)
     async def enable(
-        username: str, request: Request, principal: Principal = Depends(auth.require_site_admin)
+        username: NamePath,
+        request: Request,
+        principal: Principal = Depends(auth.require_site_admin),
     ) -> dict[str, Any]:
         return await admin_change(principal, request, username, "enable")
 
-    @router.post("/users/{username}/promote")
+    @router.post("/users/{username}/promote", responses=CHANGE_USER)
     async def promote(
-        username: str, request: Request, principal: Principal = Depends(auth.require_site_admin)
+        username: NamePath,
+        request: Request,
+        principal: Principal = Depends(auth.require_site_admin),
     ) -> dict[str, Any]:
         return await admin_change(principal, request, username, "promote")
 
-    @router.post("/users/{username}/demote")
+    @router.post("/users/{username}/demote", responses=CHANGE_USER)
     async def demote(
-        username: str, request: Request, principal: Principal = Depends(auth.require_site_admin)
+        username: NamePath,
+        request: Request,
+        principal: Principal = Depends(auth.require_site_admin),
     ) -> dict[str, Any]:
         return await admin_change(principal, request, username, "demote")
 
-    @router.put("/users/{username}/password", status_code=204)
+    @router.put(
+        "/users/{username}/password", status_code=204, responses=documented(*BODY, 403, 404)
+    )
     async def set_password(
-        username: str,
+        username: NamePath,
         body: SetPassword,
         request: Request,
         principal: Principal = Depends(auth.require),
@@ -241,16 +255,16 @@ def identity_router(
         await sessions.end_all(user.id)
         await audit.by(principal, request, "user.password", username)
 
-    @router.get("/users/{username}/tokens")
+    @router.get("/users/{username}/tokens", responses=documented(404, 422))
     async def list_tokens(
-        username: str, principal: Principal = Depends(auth.require)
+        username: NamePath, principal: Principal = Depends(auth.require)
     ) -> list[dict[str, Any]]:
         user = await visible_user(principal, username)
         return [t.to_json() for t in await tokens.list(user.id)]
 
-    @router.post("/users/{username}/tokens", status_code=201)
+    @router.post("/users/{username}/tokens", status_code=201, responses=documented(*BODY, 403, 404))
     async def create_token(
-        username: str,
+        username: NamePath,
         body: CreateToken,
         request: Request,
         principal: Principal = Depends(auth.require),
@@ -276,9 +290,16 @@ def identity_router(
         )
         return {**token.to_json(), "token": value}
 
-    @router.delete("/users/{username}/tokens/{token_id}", status_code=204)
+    @router.delete(
+        "/users/{username}/tokens/{token_id}",
+        status_code=204,
+        responses=documented(403, 404, 422),
+    )
     async def revoke_token(
-        username: str, token_id: int, request: Request, principal: Principal = Depends(auth.require)
+        username: NamePath,
+        token_id: IdPath,
+        request: Request,
+        principal: Principal = Depends(auth.require),
     ) -> None:
         user = await visible_user(principal, username)
         token = await tokens.get(token_id)
@@ -292,7 +313,7 @@ def identity_router(
     async def list_orgs(principal: Principal = Depends(auth.require)) -> list[dict[str, Any]]:
         return await orgs.overview(names=None if principal.site_admin else list(principal.orgs))
 
-    @router.post("/orgs", status_code=201)
+    @router.post("/orgs", status_code=201, responses=documented(*BODY, 403, 409))
     async def create_org(
         body: CreateOrg, request: Request, principal: Principal = Depends(auth.require_site_admin)
     ) -> dict[str, Any]:
@@ -309,9 +330,9 @@ def identity_router(
         if not principal.may_act_in(name):
             raise HTTPException(404, f"no organization {name!r}")
 
-    @router.get("/orgs/{name}/members")
+    @router.get("/orgs/{name}/members", responses=documented(404, 422))
     async def members(
-        name: str, principal: Principal = Depends(auth.require)
+        name: NamePath, principal: Principal = Depends(auth.require)
     ) -> list[dict[str, Any]]:
         visible_org(principal, name)
         try:
@@ -341,29 +362,38 @@ def identity_router(
             role=role or "",
         )
 
-    @router.put("/orgs/{name}/members/{username}", status_code=204)
+    @router.put(
+        "/orgs/{name}/members/{username}",
+        status_code=204,
+        responses=documented(*BODY, 403, 404),
+    )
     async def set_member(
-        name: str,
-        username: str,
+        name: NamePath,
+        username: NamePath,
         body: SetMember,
         request: Request,
         principal: Principal = Depends(auth.require),
     ) -> None:
         await change_member(principal, request, name, username, body.role)
 
-    @router.delete("/orgs/{name}/members/{username}", status_code=204)
+    @router.delete(
+        "/orgs/{name}/members/{username}", status_code=204, responses=documented(403, 404, 422)
+    )
     async def remove_member(
-        name: str, username: str, request: Request, principal: Principal = Depends(auth.require)
+        name: NamePath,
+        username: NamePath,
+        request: Request,
+        principal: Principal = Depends(auth.require),
     ) -> None:
         await change_member(principal, request, name, username, None)
 
-    @router.get("/audit")
+    @router.get("/audit", responses=documented(403, 422))
     async def audit_log(
         _: Principal = Depends(auth.require_site_admin),
-        before: int | None = None,
+        before: BeforeQuery = None,
         limit: Limit = 100,
-        actor: str | None = None,
-        action: str | None = None,
+        actor: NameQuery = None,
+        action: NameQuery = None,
     ) -> list[dict[str, Any]]:
         return await audit.list(before=before, limit=limit, actor=actor, action=action)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import uuid
 from typing import Annotated, Any
 
 import httpx
@@ -22,6 +23,9 @@ out = Console()
 err = Console(stderr=True)
 FINISHED = {"completed", "failed", "canceled", "errored"}
 POLL = 0.5
+# How often a submission is sent again when its answer is lost; its Idempotency-Key makes
+# the server answer a resent one with the job the first one made.
+SUBMIT_RETRIES = 3
 
 
 async def follow(client: httpx.AsyncClient, job_id: int, *, stream: bool = True) -> dict[str, Any]:
@@ -115,6 +119,8 @@ def run(
                 client,
                 "POST",
                 "/api/jobs",
+                retries=SUBMIT_RETRIES,
+                headers={"Idempotency-Key": uuid.uuid4().hex},
                 json={
                     "repo": repo,
                     "rev": rev,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shlex
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from offload.db.base import Database
 from offload.dispatch.grants import QueueGrants
 from offload.jobs import queue
+from offload.jobs.submissions import SubmissionKeys
 from offload.queue.record import LogEntry, Record
 from offload.queue.states import State
 from offload.queue.store import SqlQueueStore
@@ -42,6 +45,11 @@ class JobRequest:
     # both come from the caller's principal, never from the request body alone.
     namespace: str = ""
     submitted_by: str = ""
+
+    def digest(self) -> str:
+        """sha256 of everything the request asks for: equal for a retry of it, only."""
+        text = json.dumps(asdict(self), sort_keys=True, default=list)
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,7 @@ class JobService:
         *,
         secrets: Secrets,
         grants: QueueGrants,
+        keys: SubmissionKeys | None = None,
     ) -> None:
         self.db = db
         self.stores = {name: SqlQueueStore(db, queue.spec(name)) for name in queues}
@@ -107,6 +116,22 @@ class JobService:
         self.resolve = resolve
         self.secrets = secrets
         self.grants = grants
+        self.keys = keys or SubmissionKeys(db)
+
+    async def create_once(self, request: JobRequest, key: str) -> tuple[int, bool]:
+        """Like `create`, once per submitter and idempotency key: the job id, and whether this
+        call made it (False: a retry, answered with the job the first call made). KeyReused
+        when the key came with another request, KeyInFlight while its first call runs."""
+        made = await self.keys.claim(request.submitted_by, key, request.digest())
+        if made is not None:
+            return made, False
+        try:
+            job_id = await self.create(request)
+        except Exception:
+            await self.keys.drop(request.submitted_by, key)
+            raise
+        await self.keys.settle(request.submitted_by, key, job_id)
+        return job_id, True
 
     async def create(self, request: JobRequest) -> int:
         """Enqueue a job; JobRequestError when it cannot run as asked, NotGranted when its

@@ -2,15 +2,67 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from offload.queue.record import LogEntry
 
 # The most log entries one addExecutionLogEntries call may carry.
 MAX_LOG_BATCH = 100
+# Ids are 64-bit in the database: a larger number must be refused here, not by the driver.
+INT64_MAX = 2**63 - 1
+# The most running jobs, and queues, one executor may report in a heartbeat.
+MAX_HEARTBEAT_IDS = 1000
+MAX_QUEUES = 64
+# The longest executor-reported texts kept or compared (their columns are sized to match).
+MAX_NAME = 255
+MAX_LABEL = 64
+MAX_KEY = 1024
+MAX_COMMAND_WORDS = 10_000
+MAX_COMMAND_WORD = 1024 * 1024
+MAX_ERROR_MESSAGE = 1024 * 1024
+MAX_METRICS = 1024 * 1024
+
+
+def _printable(value: str) -> str:
+    # Names end up in log lines, headers and the executors page: no newlines, no NUL.
+    if not value.isprintable():
+        raise ValueError("must be printable characters, without newlines or control characters")
+    return value
+
+
+# An executor's name: who holds a job (the protocol's hostname).
+ExecutorName = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_printable)]
+# A short descriptive text: a queue name, a version, an operating system.
+Label = Annotated[str, Field(max_length=MAX_LABEL), AfterValidator(_printable)]
+# A record id: what the database's BIGINT primary keys can hold.
+RecordId = Annotated[int, Field(ge=1, le=INT64_MAX)]
+
+# A job id in a heartbeat: "<id>", or "<id>-<queue>" from a multi-queue executor.
+_JOB_UID = re.compile(r"^([0-9]{1,19})(?:-([a-z0-9][a-z0-9._-]{0,63}))?$")
+
+
+def _job_uid(value: str) -> str:
+    match = _JOB_UID.match(value)
+    if match is None or not 1 <= int(match[1]) <= INT64_MAX:
+        raise ValueError(
+            f"{value[:40]!r} is not a job id: write a number from 1 to {INT64_MAX}, "
+            "or <id>-<queue> on the multi-queue route"
+        )
+    return value
+
+
+JobUid = Annotated[str, AfterValidator(_job_uid)]
+
+
+def split_uid(uid: str) -> tuple[int, str]:
+    """The id and queue of a validated job uid (queue "" when it names none)."""
+    job_id, _, queue = uid.partition("-")
+    return int(job_id), queue
 
 
 class Wire(BaseModel):
@@ -80,64 +132,81 @@ class Job(Wire):
     # offload: the keys of docker and cli steps in the order to run them; empty: every
     # docker step, then every cli step.
     sequence: list[str] = Field(default_factory=list)
+    # offload: which run of the job this is (1, then one more per reset or failure), so a
+    # job's logs and steps can tell a re-run from its first run; servers that do not send it
+    # mean 1.
+    attempt: int = Field(default=1, ge=1)
 
 
 class DequeueRequest(Wire):
     """Ask for one job of a queue (or of any of `queues`)."""
 
-    executor_name: str
-    queues: list[str] | None = None
-    version: str = ""
-    num_cpus: int = Field(default=0, alias="numCPUs")
-    memory: str = ""
-    disk_space: str = ""
+    executor_name: ExecutorName
+    queues: list[Label] | None = Field(default=None, max_length=MAX_QUEUES)
+    version: Label = ""
+    num_cpus: int = Field(default=0, alias="numCPUs", ge=0, le=2**31 - 1)
+    memory: Label = ""
+    disk_space: Label = ""
     # offload: wait up to this many seconds for a job before answering 204 (long poll).
-    wait: float = 0.0
+    wait: float = Field(default=0.0, ge=0.0, le=3600.0, allow_inf_nan=False)
+
+
+def _as_text(value: object) -> object:
+    # Executors send ids as numbers or strings; both mean the same job.
+    return [str(v) for v in value] if isinstance(value, list) else value
 
 
 class QueueJobIds(Wire):
     """The running jobs of one queue, in a multi-queue heartbeat."""
 
-    queue_name: str
-    job_ids: list[str]
+    queue_name: Label
+    job_ids: list[JobUid] = Field(max_length=MAX_HEARTBEAT_IDS)
+
+    @field_validator("job_ids", mode="before")
+    @classmethod
+    def _ids_as_text(cls, value: object) -> object:
+        return _as_text(value)
 
 
 class HeartbeatRequest(Wire):
     """An executor's periodic report: who it is and which jobs it runs."""
 
-    version: str = "V2"
-    executor_name: str
-    job_ids: list[str] = Field(default_factory=list)
-    job_ids_by_queue: list[QueueJobIds] = Field(default_factory=list)
-    queue_names: list[str] = Field(default_factory=list)
-    os: str = ""
-    architecture: str = ""
-    docker_version: str = ""
-    executor_version: str = ""
-    git_version: str = ""
-    ignite_version: str = ""
-    src_cli_version: str = ""
-    prometheus_metrics: str = ""
+    version: Label = "V2"
+    executor_name: ExecutorName
+    job_ids: list[JobUid] = Field(default_factory=list, max_length=MAX_HEARTBEAT_IDS)
+    job_ids_by_queue: list[QueueJobIds] = Field(default_factory=list, max_length=MAX_QUEUES)
+    queue_names: list[Label] = Field(default_factory=list, max_length=MAX_QUEUES)
+    os: Label = ""
+    architecture: Label = ""
+    docker_version: Label = ""
+    executor_version: Label = ""
+    git_version: Label = ""
+    ignite_version: Label = ""
+    src_cli_version: Label = ""
+    prometheus_metrics: str = Field(default="", max_length=MAX_METRICS)
     # offload: which runtime isolates this executor's jobs.
-    runtime: str = ""
+    runtime: Label = ""
 
     @field_validator("job_ids", mode="before")
     @classmethod
     def _ids_as_text(cls, value: object) -> object:
-        # Executors send ids as numbers or strings; both mean the same job.
-        return [str(v) for v in value] if isinstance(value, list) else value
+        return _as_text(value)
 
     def ids_by_queue(self, queue: str | None) -> dict[str, list[int]]:
-        """The reported job ids by queue; `queue` names the one a single-queue route serves."""
-        if queue is not None:
-            return {queue: [int(i) for i in self.job_ids]}
-        # Multi-queue executors name jobs "<id>-<queue>" or group them by queue.
+        """The reported job ids by queue; `queue` names the one a single-queue route serves.
+
+        On a single-queue route an id that names another queue is left out: the executor
+        learns that it is unknown there.
+        """
         ids: dict[str, list[int]] = {}
+        # Multi-queue executors name jobs "<id>-<queue>" or group them by queue.
         for uid in self.job_ids:
-            job_id, _, name = uid.partition("-")
-            ids.setdefault(name, []).append(int(job_id))
+            job_id, name = split_uid(uid)
+            ids.setdefault(name or (queue or ""), []).append(job_id)
         for group in self.job_ids_by_queue:
-            ids.setdefault(group.queue_name, []).extend(int(i) for i in group.job_ids)
+            ids.setdefault(group.queue_name, []).extend(split_uid(u)[0] for u in group.job_ids)
+        if queue is not None:
+            return {queue: ids.get(queue, [])}
         return ids
 
 
@@ -151,19 +220,23 @@ class HeartbeatResponse(Wire):
 class JobOperation(Wire):
     """Any per-job call: which executor, which job."""
 
-    executor_name: str
-    job_id: int
+    executor_name: ExecutorName
+    job_id: RecordId
 
 
 class ExecutionLogEntry(Wire):
     """One command of a job: its output so far and, once it ended, its exit code."""
 
-    key: str
-    command: list[str]
+    key: str = Field(max_length=MAX_KEY)
+    command: list[Annotated[str, Field(max_length=MAX_COMMAND_WORD)]] = Field(
+        max_length=MAX_COMMAND_WORDS
+    )
     start_time: datetime
-    exit_code: int | None = None
+    # Sized to the database's INTEGER columns.
+    exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
+    # Unbounded here: the request's size limit bounds it, and the store keeps head and tail.
     out: str = ""
-    duration_ms: int | None = None
+    duration_ms: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
     @classmethod
     def of(cls, entry: LogEntry) -> ExecutionLogEntry:
@@ -206,10 +279,10 @@ class AddExecutionLogEntries(JobOperation):
 class UpdateExecutionLogEntry(AddExecutionLogEntry):
     """Replace a log entry by id."""
 
-    entry_id: int
+    entry_id: RecordId
 
 
 class MarkErrored(JobOperation):
     """Finish a job with an error message (markErrored and markFailed)."""
 
-    error_message: str
+    error_message: str = Field(max_length=MAX_ERROR_MESSAGE)

@@ -70,6 +70,12 @@ class Record:
         )
 
     @property
+    def attempt(self) -> int:
+        """Which run of the record this is: 1, then one more per reset or failure (the number
+        its log entries carry)."""
+        return self.num_resets + self.num_failures + 1
+
+    @property
     def lease(self) -> Lease:
         """The lease of the current holder (only meaningful while processing)."""
         if self.state is not State.PROCESSING or not self.worker_hostname or not self.lease_token:

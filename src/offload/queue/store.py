@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -20,6 +21,13 @@ from offload.queue.states import State
 
 # Per-entry cap on stored output: a runaway step must not fill the database.
 DEFAULT_LOG_LIMIT = 1024 * 1024
+# Cap on a stored failure message (an executor may quote a step's output in it).
+MESSAGE_LIMIT = 64 * 1024
+# What a NUL byte of a job's output is stored as: PostgreSQL text refuses NUL, and one job's
+# bytes must never make a write fail. The same on SQLite, so both read back alike.
+NUL_MARK = "\u2400"  # SYMBOL FOR NULL, shown as ␀
+# Lone surrogates (from JSON "\ud800" escapes) cannot be encoded as UTF-8 for either backend.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 _OUTCOMES = {
@@ -28,6 +36,13 @@ _OUTCOMES = {
     State.FAILED: metrics.FAILURES,
     State.CANCELED: metrics.CANCELS,
 }
+
+
+def storable(text: str) -> str:
+    """`text` as any text column of either backend accepts it: NUL shown as ␀, lone
+    surrogates as U+FFFD."""
+    text = text.replace("\x00", NUL_MARK)
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 def cap_output(out: str, limit: int) -> str:
@@ -206,7 +221,7 @@ class SqlQueueStore:
             lease,
             "mark errored",
             now=self._now(),
-            message=message,
+            message=storable(cap_output(message, MESSAGE_LIMIT)),
             max_retries=self.spec.max_retries,
             backoff=self.spec.retry_backoff.total_seconds(),
             max_backoff=self.spec.max_backoff.total_seconds(),
@@ -216,7 +231,11 @@ class SqlQueueStore:
     async def mark_failed(self, lease: Lease, message: str) -> State:
         """Finish the job as failed, without retries (canceled if cancel was requested)."""
         rows = await self._fenced(
-            "mark_failed", lease, "mark failed", now=self._now(), message=message
+            "mark_failed",
+            lease,
+            "mark failed",
+            now=self._now(),
+            message=storable(cap_output(message, MESSAGE_LIMIT)),
         )
         return self._counted(State(rows[0]["state"]))
 
@@ -230,11 +249,11 @@ class SqlQueueStore:
 
     def _entry_params(self, entry: LogEntry) -> dict[str, Any]:
         return {
-            "key": entry.key,
-            "command": list(entry.command),
+            "key": storable(entry.key),
+            "command": [storable(word) for word in entry.command],
             "start_time": entry.start_time,
             "exit_code": entry.exit_code,
-            "out": cap_output(entry.out, self.log_limit),
+            "out": storable(cap_output(entry.out, self.log_limit)),
             "duration_ms": entry.duration_ms,
         }
 
@@ -345,4 +364,4 @@ class SqlQueueStore:
         return len(rows)
 
 
-__all__ = ["DEFAULT_LOG_LIMIT", "SqlQueueStore", "cap_output"]
+__all__ = ["DEFAULT_LOG_LIMIT", "NUL_MARK", "SqlQueueStore", "cap_output", "storable"]

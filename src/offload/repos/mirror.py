@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -180,7 +181,12 @@ class Mirrors:
     def lock(self, name: str) -> MirrorLock:
         """The lock every change to `name`'s mirror holds."""
         if name not in self._locks:
-            lock_file = self.root / ".locks" / (quote(validate_name(name), safe="") + ".lock")
+            file_name = quote(validate_name(name), safe="")
+            if len(file_name) > 200:
+                # A file name holds 255 bytes; a long repository name (up to 255 characters,
+                # each "/" quoted to 3) names its lock by its hash instead.
+                file_name = hashlib.sha256(name.encode()).hexdigest()
+            lock_file = self.root / ".locks" / (file_name + ".lock")
             self._locks[name] = MirrorLock(lock_file, timeout=self.fetch_timeout)
         return self._locks[name]
 

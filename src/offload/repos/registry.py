@@ -15,6 +15,9 @@ from offload.db.base import Database
 from offload.db.values import parse_time
 
 MAX_NAME = 255
+# Each segment becomes a directory or file name (the last one with `.git` after it), which a
+# filesystem holds to 255 bytes.
+MAX_SEGMENT = 200
 # A segment starts with a letter, digit or underscore: no `.`/`..`, no hidden directories
 # (the mirror root keeps its own under `.`), no option-like `-x`.
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -24,7 +27,8 @@ _RESERVED_SUFFIXES = (".git", ".lock")
 _SCP_LIKE = re.compile(r"^(?:[^@/]+@)?(?P<host>[^:/]+):(?P<path>.*)$")
 NAME_RULES = (
     "segments of letters, digits, '_', '.' and '-' separated by '/', each starting with a "
-    "letter, digit or '_' and not ending in .git or .lock, at most 255 characters in all"
+    "letter, digit or '_' and not ending in .git or .lock, at most 200 characters each and "
+    "255 in all"
 )
 
 
@@ -49,7 +53,8 @@ def validate_name(name: str) -> str:
     if not name or len(name) > MAX_NAME:
         raise RepoNameError(f"repository name {name!r} must be 1 to {MAX_NAME} characters long")
     for segment in name.split("/"):
-        if not _SEGMENT.match(segment) or segment.endswith(_RESERVED_SUFFIXES):
+        bad = not _SEGMENT.match(segment) or len(segment) > MAX_SEGMENT
+        if bad or segment.endswith(_RESERVED_SUFFIXES):
             raise RepoNameError(
                 f"repository name {name!r} is not valid at {segment!r}: use {NAME_RULES} "
                 "(e.g. github.com/org/project)"

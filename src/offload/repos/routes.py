@@ -13,6 +13,8 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from offload.api.errors import BODY, documented
+from offload.api.inputs import LONG_NAME_MAX, IdPath, LongNamePath, LongNameQuery, PlainName, Text
 from offload.identity.audit import AuditLog
 from offload.identity.authenticator import Authenticator
 from offload.identity.principal import Principal
@@ -42,12 +44,12 @@ def _json(pr: StoredPullRequest) -> dict[str, Any]:
 
 def pulls_router(pulls: PullRequests, auth: Authenticator, audit: AuditLog) -> APIRouter:
     """/api/pulls."""
-    router = APIRouter(prefix="/api/pulls")
+    router = APIRouter(prefix="/api/pulls", responses=documented(401))
 
-    @router.get("")
+    @router.get("", responses=documented(400, 422))
     async def listing(
         _: Principal = Depends(auth.require),
-        repo: Annotated[str | None, Query(max_length=255)] = None,
+        repo: LongNameQuery = None,
         state: str | None = None,
         limit: Annotated[int, Query(ge=1, le=LIMIT_MAX)] = LIMIT_MAX,
     ) -> list[dict[str, Any]]:
@@ -77,21 +79,30 @@ def pulls_router(pulls: PullRequests, auth: Authenticator, audit: AuditLog) -> A
             raise HTTPException(409, str(exc)) from exc
         return _json(pr)
 
-    @router.get("/{repo:path}/{number}")
+    @router.get("/{repo:path}/{number}", responses=documented(404, 422))
     async def show(
-        repo: str, number: int, request: Request, principal: Principal = Depends(auth.require)
+        repo: LongNamePath,
+        number: IdPath,
+        request: Request,
+        principal: Principal = Depends(auth.require),
     ) -> dict[str, Any]:
         return await act(principal, request, "get", repo, number)
 
-    @router.post("/{repo:path}/{number}/merge")
+    @router.post("/{repo:path}/{number}/merge", responses=documented(403, 404, 409, 422))
     async def merge(
-        repo: str, number: int, request: Request, principal: Principal = Depends(auth.require)
+        repo: LongNamePath,
+        number: IdPath,
+        request: Request,
+        principal: Principal = Depends(auth.require),
     ) -> dict[str, Any]:
         return await act(principal, request, "merge", repo, number)
 
-    @router.post("/{repo:path}/{number}/close")
+    @router.post("/{repo:path}/{number}/close", responses=documented(403, 404, 409, 422))
     async def close(
-        repo: str, number: int, request: Request, principal: Principal = Depends(auth.require)
+        repo: LongNamePath,
+        number: IdPath,
+        request: Request,
+        principal: Principal = Depends(auth.require),
     ) -> dict[str, Any]:
         return await act(principal, request, "close", repo, number)
 
@@ -103,8 +114,8 @@ class AddRepo(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(max_length=4096)
-    name: str | None = Field(None, max_length=255)
+    source: Text = Field(max_length=4096)
+    name: PlainName | None = Field(None, max_length=LONG_NAME_MAX)
 
 
 class SyncRepos(BaseModel):
@@ -112,7 +123,9 @@ class SyncRepos(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    names: list[str] = Field(default_factory=list, max_length=10_000)
+    names: list[Annotated[PlainName, Field(max_length=LONG_NAME_MAX)]] = Field(
+        default_factory=list, max_length=10_000
+    )
 
 
 def repo_json(repo: Repo) -> dict[str, Any]:
@@ -142,13 +155,14 @@ def outcome_json(outcome: SyncOutcome) -> dict[str, Any]:
 
 def repos_router(syncer: Syncer, auth: Authenticator, audit: AuditLog) -> APIRouter:
     """/api/repos."""
-    router = APIRouter(prefix="/api/repos")
+    router = APIRouter(prefix="/api/repos", responses=documented(401))
 
     @router.get("")
     async def listing(_: Principal = Depends(auth.require)) -> list[dict[str, Any]]:
         return [repo_json(r) for r in await syncer.registry.list()]
 
-    @router.post("", status_code=201)
+    # 422: the source cannot be mirrored (git's reason in the detail).
+    @router.post("", status_code=201, responses=documented(*BODY, 403, 409))
     async def add(
         body: AddRepo, request: Request, principal: Principal = Depends(auth.require_site_admin)
     ) -> dict[str, Any]:
@@ -163,7 +177,7 @@ def repos_router(syncer: Syncer, auth: Authenticator, audit: AuditLog) -> APIRou
         await audit.by(principal, request, "repo.add", repo.name)
         return {**repo_json(repo), "mirror": str(syncer.mirrors.path(repo.name))}
 
-    @router.post("/sync")
+    @router.post("/sync", responses=documented(*BODY, 403, 404))
     async def sync(
         body: SyncRepos, principal: Principal = Depends(auth.require_site_admin)
     ) -> list[dict[str, Any]]:
@@ -175,9 +189,11 @@ def repos_router(syncer: Syncer, auth: Authenticator, audit: AuditLog) -> APIRou
             chosen = await syncer.registry.list()
         return [outcome_json(o) for o in await syncer.sync_all(chosen)]
 
-    @router.delete("/{name:path}", status_code=204)
+    @router.delete("/{name:path}", status_code=204, responses=documented(400, 403, 404, 422))
     async def remove(
-        name: str, request: Request, principal: Principal = Depends(auth.require_site_admin)
+        name: LongNamePath,
+        request: Request,
+        principal: Principal = Depends(auth.require_site_admin),
     ) -> None:
         try:
             removed = await syncer.remove(name)

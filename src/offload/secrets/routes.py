@@ -15,6 +15,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from offload.api.errors import BODY, documented
+from offload.api.inputs import BeforeQuery, NamePath
 from offload.identity.audit import AuditLog
 from offload.identity.authenticator import Authenticator
 from offload.identity.namespaces import resolve
@@ -42,7 +44,7 @@ def _time(at: datetime) -> str:
 
 def secrets_router(secrets: Secrets, auth: Authenticator, audit: AuditLog) -> APIRouter:
     """/api/secrets."""
-    router = APIRouter(prefix="/api/secrets")
+    router = APIRouter(prefix="/api/secrets", responses=documented(401))
 
     async def visible(principal: Principal, namespace: str) -> str:
         """The store's namespace of a URL's; 404 if the caller may not see it."""
@@ -72,9 +74,9 @@ def secrets_router(secrets: Secrets, auth: Authenticator, audit: AuditLog) -> AP
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
 
-    @router.get("/{namespace}")
+    @router.get("/{namespace}", responses=documented(404, 422))
     async def list_secrets(
-        namespace: str, principal: Principal = Depends(auth.require)
+        namespace: NamePath, principal: Principal = Depends(auth.require)
     ) -> list[dict[str, Any]]:
         found = await visible(principal, namespace)
         return [
@@ -82,9 +84,9 @@ def secrets_router(secrets: Secrets, auth: Authenticator, audit: AuditLog) -> AP
             for s in await secrets.names(found)
         ]
 
-    @router.put("/{namespace}/{name}", status_code=204)
+    @router.put("/{namespace}/{name}", status_code=204, responses=documented(*BODY, 403, 404))
     async def set_secret(
-        namespace: str,
+        namespace: NamePath,
         name: str,
         body: SetSecret,
         request: Request,
@@ -97,22 +99,25 @@ def secrets_router(secrets: Secrets, auth: Authenticator, audit: AuditLog) -> AP
             raise HTTPException(400, str(exc)) from exc
         await audit.by(principal, request, "secret.set", f"{namespace}/{name}")
 
-    @router.delete("/{namespace}/{name}", status_code=204)
+    @router.delete("/{namespace}/{name}", status_code=204, responses=documented(400, 403, 404, 422))
     async def delete_secret(
-        namespace: str, name: str, request: Request, principal: Principal = Depends(auth.require)
+        namespace: NamePath,
+        name: str,
+        request: Request,
+        principal: Principal = Depends(auth.require),
     ) -> None:
         found = await changeable(principal, namespace)
         if not await secrets.delete(found, named(name)):
             raise HTTPException(404, f"no secret {name} in {namespace}")
         await audit.by(principal, request, "secret.delete", f"{namespace}/{name}")
 
-    @router.get("/{namespace}/{name}/accesses")
+    @router.get("/{namespace}/{name}/accesses", responses=documented(400, 403, 404, 422))
     async def accesses(
-        namespace: str,
+        namespace: NamePath,
         name: str,
         principal: Principal = Depends(auth.require),
         limit: Annotated[int, Query(ge=1, le=LIMIT_MAX)] = 100,
-        before: Annotated[int | None, Query(ge=1)] = None,
+        before: BeforeQuery = None,
     ) -> list[dict[str, Any]]:
         found = await changeable(principal, namespace)
         try:

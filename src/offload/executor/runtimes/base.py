@@ -69,6 +69,16 @@ class Step:
     mounts: tuple[Mount, ...] = ()
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What the engine saw of a finished run: a limit it hit, and CPU time held back."""
+
+    # "memory" (a process was killed for it) or "pids" (a fork failed for it); None if neither.
+    limit: str | None = None
+    # Seconds the cpu limit kept the step's processes waiting.
+    throttled: float = 0.0
+
+
 # Where the workspace appears inside every runtime, so scripts can rely on one path.
 WORKSPACE_MOUNT = "/data"
 
@@ -90,6 +100,7 @@ class Runtime(Protocol):
         """The host argv that runs `step` isolated; StepUnsupported if it cannot run it as asked."""
         ...
 
-    async def stop(self, run_id: str) -> None:
-        """Stop what the engine still runs for `run_id` after its process group was killed."""
+    async def stop(self, run_id: str) -> Outcome:
+        """Stop what the engine still runs for `run_id` once its process group ended; what
+        the engine saw of the run."""
         ...

@@ -15,13 +15,15 @@ from offload.executor.runtimes.base import (
     ImageNotFound,
     Limits,
     Mount,
+    Outcome,
     RuntimeUnavailable,
     Step,
+    StepUnsupported,
 )
 
 
 class DockerRuntime:
-    """`docker run --rm --network none` with limits and hardening, via the docker CLI."""
+    """`docker run --network none` with limits and hardening, via the docker CLI."""
 
     name = "docker"
 
@@ -59,7 +61,11 @@ class DockerRuntime:
         engine = out.strip() if " " in out.strip() else f"engine {out.strip()}"
         return (
             f"docker: {engine} at {self._where()} via {self._docker}; containers run with "
-            "--network none (unless allowed), --cap-drop ALL, no-new-privileges, read-only root"
+            "--network none (steps granted network are refused: a container network reaches "
+            "the host and its private networks; run them on the sandbox runtime), "
+            "--cap-drop ALL, no-new-privileges, read-only root "
+            "(so steps write only to the workspace and /tmp: no --storage-opt size needed), "
+            "memory, pids and cpu limits by the engine's cgroups, /tmp size by tmpfs"
         )
 
     async def prepare(self, images: Sequence[str]) -> None:
@@ -81,16 +87,30 @@ class DockerRuntime:
             )
 
     def command(self, step: Step, workspace: Path, limits: Limits, run_id: str) -> list[str]:
-        """The `docker run` argv of the step, named offload-<run_id> so stop() can find it."""
-        argv = [*self._base(), "run", "--rm", "--name", container_name(run_id)]
-        if not limits.network:
-            argv += ["--network", "none"]
+        """The `docker run` argv of the step, named offload-<run_id> so stop() can find it.
+
+        Without --rm: stop() reads how the container ended (killed for memory?), then removes it.
+        """
+        if limits.network:
+            # A bridge network reaches the host's services and every private network the
+            # host routes to; walling those off needs host firewall rules offload does not own.
+            raise StepUnsupported(
+                f"step {step.key} is granted network, which the docker runtime does not give: "
+                "a container network reaches the executor's host and its private networks; "
+                "run jobs granted network on an executor with the sandbox runtime "
+                "(EXECUTOR_BACKEND=sandbox)"
+            )
+        argv = [*self._base(), "run", "--name", container_name(run_id), "--network", "none"]
+        tmp = f"/tmp:size={limits.tmp_bytes}" if limits.tmp_bytes > 0 else "/tmp"
         argv += [
             "--cap-drop", "ALL",
             "--security-opt", "no-new-privileges",
             "--read-only",
-            "--tmpfs", "/tmp",
+            "--tmpfs", tmp,
         ]  # fmt: skip
+        if limits.uid is not None:
+            gid = limits.gid if limits.gid is not None else limits.uid
+            argv += ["--user", f"{limits.uid}:{gid}"]
         if limits.cpus > 0:
             argv += ["--cpus", f"{limits.cpus:g}"]
         if limits.memory_bytes > 0:
@@ -111,14 +131,19 @@ class DockerRuntime:
         script = posixpath.normpath(posixpath.join(WORKSPACE_MOUNT, step.script))
         return [*argv, "--entrypoint", "/bin/sh", step.image or self.default_image, script]
 
-    async def stop(self, run_id: str) -> None:
-        """Remove the run's container: killing the CLI client leaves the container running."""
-        code, _, err = await self._cli("rm", "--force", container_name(run_id))
+    async def stop(self, run_id: str) -> Outcome:
+        """Remove the run's container (killing the CLI client leaves it running); whether
+        the engine killed it for its memory limit."""
+        name = container_name(run_id)
+        code, out, _ = await self._cli("inspect", "--format", "{{.State.OOMKilled}}", name)
+        outcome = Outcome(limit="memory" if code == 0 and out.strip() == "true" else None)
+        code, _, err = await self._cli("rm", "--force", name)
         if code != 0 and "no such container" not in err.lower():
             raise RuntimeError(
-                f"could not remove container {container_name(run_id)} at {self._where()}: "
-                f"{_last(err)}; remove it with `docker rm -f {container_name(run_id)}`"
+                f"could not remove container {name} at {self._where()}: "
+                f"{_last(err)}; remove it with `docker rm -f {name}`"
             )
+        return outcome
 
     def _base(self) -> list[str]:
         return [self._docker, *(["--host", self._host] if self._host else [])]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from offload.executor.images import ImageStore
 from offload.executor.runtimes.base import Runtime, RuntimeUnavailable
+from offload.executor.runtimes.cgroup import Cgroups
 from offload.executor.runtimes.docker import DockerRuntime
 from offload.executor.runtimes.sandbox import SandboxRuntime
 from offload.executor.runtimes.shell import ShellRuntime
@@ -29,15 +30,20 @@ class RuntimeSettings:
     docker: str = "docker"
     docker_host: str | None = None
     docker_default_image: str = "busybox:latest"
+    # Whose run cgroups these are (one start of an executor); see runtimes/cgroup.py.
+    cgroup_owner: str = ""
 
     @classmethod
     def from_executor(cls, config: ExecutorConfig) -> RuntimeSettings:
         """The settings an executor's config implies (images under its data dir)."""
-        return cls(images_dir=config.data_dir / "images")
+        return cls(images_dir=config.data_dir / "images", cgroup_owner=config.run_id)
 
 
 def _sandbox(settings: RuntimeSettings) -> Runtime:
-    return SandboxRuntime(ImageStore(settings.images_dir, pull=settings.pull_images))
+    return SandboxRuntime(
+        ImageStore(settings.images_dir, pull=settings.pull_images),
+        cgroups=Cgroups.detect(owner=settings.cgroup_owner),
+    )
 
 
 def _docker(settings: RuntimeSettings) -> Runtime:

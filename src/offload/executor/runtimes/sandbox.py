@@ -16,8 +16,10 @@ from offload.executor.runtimes.base import (
     WORKSPACE_MOUNT,
     Limits,
     Mount,
+    Outcome,
     RuntimeUnavailable,
     Step,
+    StepUnsupported,
 )
 from offload.executor.runtimes.cgroup import Cgroups
 from offload.executor.runtimes.mountpoints import (
@@ -27,6 +29,7 @@ from offload.executor.runtimes.mountpoints import (
     resolve_mounts,
     workspace_layers,
 )
+from offload.executor.runtimes.network import GrantedNetwork
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Host files a step on the default root may read: what /usr's symlinks and binaries need.
@@ -39,6 +42,9 @@ HOST_ETC = (
 )
 NETWORK_ETC = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf")
 _TOP_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# The uid and gid the check runs a sandbox as, to learn whether an unprivileged host user
+# can make one here (steps of a root executor run as EXECUTOR_JOB_USER).
+_CHECK_USER = (65534, 65534)
 
 
 class SandboxRuntime:
@@ -52,17 +58,24 @@ class SandboxRuntime:
         *,
         bwrap: str = "bwrap",
         prlimit: str = "prlimit",
+        setpriv: str = "setpriv",
+        slirp4netns: str = "slirp4netns",
         cgroups: Cgroups | None = None,
     ) -> None:
         self.images = images
         self._bwrap = shutil.which(bwrap) or bwrap
         self._prlimit = shutil.which(prlimit) or prlimit
+        self._setpriv = shutil.which(setpriv) or setpriv
         self._env = shutil.which("env") or "/usr/bin/env"
         self._cgroups = cgroups if cgroups is not None else Cgroups.detect()
+        self._network = GrantedNetwork(slirp4netns=slirp4netns, bwrap=self._bwrap)
 
     async def check(self) -> str:
         """Run a trivial step in a sandbox; describe the isolation, or RuntimeUnavailable."""
-        for tool, package in ((self._bwrap, "bubblewrap"), (self._prlimit, "util-linux")):
+        tools = [(self._bwrap, "bubblewrap"), (self._prlimit, "util-linux")]
+        if os.geteuid() == 0:
+            tools.append((self._setpriv, "util-linux"))
+        for tool, package in tools:
             if shutil.which(tool) is None:
                 raise RuntimeUnavailable(
                     f"sandbox runtime: {tool} is not installed; install {package} "
@@ -73,9 +86,17 @@ class SandboxRuntime:
                 "sandbox runtime: umoci is not installed, so steps cannot use images; "
                 "install umoci (apt-get install umoci) and skopeo to pull images"
             )
+        # As root, the check runs as an unprivileged user, as steps do: that needs user
+        # namespaces for everyone, which some hosts restrict.
+        user = _CHECK_USER if os.geteuid() == 0 else None
         with tempfile.TemporaryDirectory(prefix="offload-check-") as workspace:
-            argv = self._sandbox(_host_root(network=False), Path(workspace), "/", {}, False, ())
+            if user is not None:
+                os.chown(workspace, *user)
+            argv = self._sandbox(
+                _host_root(network=False), Path(workspace), "/", {}, (), (), as_root=bool(user)
+            )
             proc = await asyncio.create_subprocess_exec(
+                *self._setuid(user),
                 *argv,
                 "/bin/sh",
                 "-c",
@@ -86,24 +107,69 @@ class SandboxRuntime:
             )
             out, err = await proc.communicate()
         if proc.returncode != 0 or not out.decode().strip().endswith("0000000000000000"):
+            who = f"as the unprivileged uid {user[0]} " if user else ""
             raise RuntimeUnavailable(
-                f"sandbox runtime: bubblewrap cannot isolate a step here "
+                f"sandbox runtime: bubblewrap cannot isolate a step {who}here "
                 f"({err.decode(errors='replace').strip() or out.decode().strip()}); it needs "
-                "user namespaces (sysctl kernel.unprivileged_userns_clone=1 and "
-                "user.max_user_namespaces > 0) or root"
+                "user namespaces for unprivileged users (sysctl kernel.unprivileged_userns_clone=1 "
+                "and user.max_user_namespaces > 0; on Ubuntu also "
+                "kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for bwrap)"
             )
-        if "pids" in self._cgroups.controllers:
-            pids = "pids limit by cgroup"
-        elif os.geteuid() != 0:
-            pids = "pids limit by RLIMIT_NPROC"
-        else:
-            # The kernel exempts uid 0 from RLIMIT_NPROC.
-            pids = "NO pids limit (root without a writable pids cgroup)"
+        await self._check_network(user)
         return (
             "sandbox: bubblewrap; new user, pid, net, ipc, uts, cgroup and mount namespaces, "
-            f"no capabilities, read-only root, no network unless allowed; {pids}; "
+            f"no capabilities, read-only root, no network unless allowed; {self._enforcement()}; "
+            f"{self._network.describe()}; "
             f"cgroups: {self._cgroups.describe()}; images in {self.images.root}"
         )
+
+    async def _check_network(self, user: tuple[int, int] | None) -> None:
+        """Start one sandbox with granted network; when that fails, such steps fail saying why."""
+        if self._network.problem() is not None:
+            return
+        with tempfile.TemporaryDirectory(prefix="offload-check-") as workspace:
+            if user is not None:
+                os.chown(workspace, *user)
+            proc = await asyncio.create_subprocess_exec(
+                *self._network.launcher((), resolv_conf=True),
+                *self._setuid(user),
+                *self._sandbox(
+                    _host_root(network=True),
+                    Path(workspace),
+                    "/",
+                    {},
+                    self._network.bwrap_args(resolv_conf=True),
+                    (),
+                    as_root=bool(user),
+                ),
+                "/bin/sh",
+                "-c",
+                "grep -q tap0: /proc/net/dev",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            _, err = await proc.communicate()
+        if proc.returncode != 0:
+            said = err.decode(errors="replace").strip().splitlines()
+            self._network.failed(
+                "a sandbox with network did not start here "
+                f"({said[-1] if said else f'exit status {proc.returncode}'})"
+            )
+
+    def _enforcement(self) -> str:
+        """How each limit is enforced here, for the check line."""
+        controllers = self._cgroups.controllers
+        if "memory" in controllers:
+            memory = "memory limit by cgroup"
+        else:
+            memory = "memory limit by RLIMIT_AS (address space: no memory cgroup)"
+        if "pids" in controllers:
+            pids = "pids limit by cgroup"
+        else:
+            pids = "pids limit by RLIMIT_NPROC (all steps of one uid together: no pids cgroup)"
+        cpu = "cpu limit by cgroup" if "cpu" in controllers else "NO cpu limit (no cpu cgroup)"
+        return f"{memory}, {pids}, {cpu}, /tmp size by tmpfs"
 
     async def prepare(self, images: Sequence[str]) -> None:
         """Pull (when allowed) and unpack each image once; ImageNotFound for a missing one."""
@@ -116,12 +182,13 @@ class SandboxRuntime:
         if step.image:
             rootfs = self.images.rootfs(step.image)
             root = ["--ro-bind", str(rootfs), "/"]
-            if limits.network and (rootfs / "etc/resolv.conf").is_file():
-                root += ["--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf"]
+            # Only onto a plain file: bwrap would follow a symlink there on the host.
+            resolv_conf = limits.network and _plain_file(rootfs, "etc/resolv.conf")
             env.update(self.images.env(step.image))
             tree = image_tree(rootfs, step.image)
         else:
             root = _host_root(limits.network)
+            resolv_conf = True
             tree = _default_tree()
         for layer in workspace_layers(workspace):
             tree = tree.with_layer(layer)
@@ -129,30 +196,75 @@ class SandboxRuntime:
         env.update(step.env)
         chdir = posixpath.normpath(posixpath.join(WORKSPACE_MOUNT, step.dir))
         script = posixpath.normpath(posixpath.join(WORKSPACE_MOUNT, step.script))
+        user = _user(limits)
+        network: list[str] = []
+        granted: list[str] = []
+        if limits.network:
+            if (problem := self._network.problem()) is not None:
+                raise StepUnsupported(
+                    f"step {step.key} is granted network, which this executor cannot give: "
+                    f"{problem}; run the job without network or on another executor"
+                )
+            network = self._network.bwrap_args(resolv_conf)
+            # Inside the run's cgroups (slirp4netns counts against the step's limits), before
+            # the rlimits and the uid change: it sets the namespace up as the executor.
+            granted = self._network.launcher(limits.allowed_networks, resolv_conf)
         return [
             # The sandbox's pid 1 shows its environ to the step: start from an empty one.
             self._env,
             "-i",
+            # Joined as root (the groups are root's), before the uid changes.
             *self._cgroups.create(run_id, limits),
+            *granted,
             *self._rlimits(limits),
-            *self._sandbox(root, workspace, chdir, env, limits.network, mounts),
+            *self._setuid(user),
+            *self._sandbox(
+                root,
+                workspace,
+                chdir,
+                env,
+                network,
+                mounts,
+                tmp_bytes=limits.tmp_bytes,
+                as_root=user is not None,
+            ),
             "/bin/sh",
             script,
         ]
 
-    async def stop(self, run_id: str) -> None:
-        """Kill anything left in the run's cgroups and remove them (namespaces die with bwrap)."""
+    async def stop(self, run_id: str) -> Outcome:
+        """Kill anything left in the run's cgroups and remove them (namespaces die with bwrap);
+        the limits the cgroups saw it hit."""
+        outcome = self._cgroups.outcome(run_id)
         await self._cgroups.remove(run_id)
+        return outcome
 
     def _rlimits(self, limits: Limits) -> list[str]:
         argv = [self._prlimit, "--core=0"]
+        controllers = self._cgroups.controllers
         if limits.open_files > 0:
             argv.append(f"--nofile={_capped(resource.RLIMIT_NOFILE, limits.open_files)}")
-        if limits.pids > 0:
+        # Fallbacks only: RLIMIT_NPROC counts the processes of every job that runs as the
+        # same uid, and RLIMIT_AS breaks runtimes that reserve address space (Go, Java, node).
+        if limits.pids > 0 and "pids" not in controllers:
             argv.append(f"--nproc={_capped(resource.RLIMIT_NPROC, limits.pids)}")
-        if limits.memory_bytes > 0:
+        if limits.memory_bytes > 0 and "memory" not in controllers:
             argv.append(f"--as={_capped(resource.RLIMIT_AS, limits.memory_bytes)}")
         return [*argv, "--"]
+
+    def _setuid(self, user: tuple[int, int] | None) -> list[str]:
+        """The argv prefix that runs the rest as host `user`, without groups or new privileges."""
+        if user is None:
+            return []
+        uid, gid = user
+        return [
+            self._setpriv,
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            "--clear-groups",
+            "--no-new-privs",
+            "--",
+        ]
 
     def _sandbox(
         self,
@@ -160,22 +272,28 @@ class SandboxRuntime:
         workspace: Path,
         chdir: str,
         env: Mapping[str, str],
-        network: bool,
+        network: Sequence[str],
         mounts: Sequence[Mount],
+        *,
+        tmp_bytes: int = 0,
+        as_root: bool = False,
     ) -> list[str]:
         argv = [
             self._bwrap,
             *root,
             "--proc", "/proc",
             "--dev", "/dev",
+            *(["--size", str(tmp_bytes)] if tmp_bytes > 0 else []),
             "--tmpfs", "/tmp",
             "--bind", str(workspace), WORKSPACE_MOUNT,
+            # Granted network: its namespace is set up from outside (network.py).
+            *network,
             # After /tmp and the workspace, so a mount may land inside either.
             *_binds(mounts),
+            # The network namespace too, granted network or not.
             "--unshare-all",
             # Explicit: fail rather than run without a user namespace where none can be made.
             "--unshare-user",
-            *(["--share-net"] if network else []),
             "--hostname", "sandbox",
             "--die-with-parent",
             "--new-session",
@@ -183,6 +301,10 @@ class SandboxRuntime:
             "--cap-drop", "ALL",
             "--clearenv",
         ]  # fmt: skip
+        if as_root:
+            # Run by an unprivileged host uid, the step is still root in its namespace, as
+            # scripts expect (and as it is when the executor runs bwrap as root).
+            argv += ["--uid", "0", "--gid", "0"]
         # The default root is bwrap's own tmpfs: freeze it once the mount points exist
         # (a no-op for an image root, which is bound read-only already).
         argv += ["--remount-ro", "/"]
@@ -201,7 +323,9 @@ def _host_root(network: bool) -> list[str]:
         elif top.is_dir():
             argv += ["--ro-bind", str(top), str(top)]
     for path in HOST_ETC + (NETWORK_ETC if network else ()):
-        argv += ["--ro-bind-try", path, path]
+        # The step's resolv.conf names slirp4netns's resolver (network.py), not the host's.
+        if path != "/etc/resolv.conf":
+            argv += ["--ro-bind-try", path, path]
     return argv
 
 
@@ -224,6 +348,23 @@ def _default_tree() -> Tree:
         elif top.is_dir():
             bound.append(str(top))
     return host_tree(bound, links)
+
+
+def _plain_file(root: Path, relative: str) -> bool:
+    """Whether `relative` is a regular file under `root` with no symlink on the way."""
+    path = root
+    for part in relative.split("/"):
+        path = path / part
+        if path.is_symlink():
+            return False
+    return path.is_file()
+
+
+def _user(limits: Limits) -> tuple[int, int] | None:
+    """The host uid and gid to switch to before bwrap: None to stay this process's own."""
+    if limits.uid is None or limits.uid == os.geteuid():
+        return None
+    return limits.uid, limits.gid if limits.gid is not None else limits.uid
 
 
 def _capped(kind: int, value: int) -> int:

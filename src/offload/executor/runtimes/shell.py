@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from offload.executor.runtimes.base import Limits, Step, StepUnsupported
+from offload.executor.runtimes.base import Limits, Outcome, Step, StepUnsupported
 
 _CHDIR = 'cd -- "$1" && shift && exec /bin/sh "$@"'
 
@@ -56,5 +56,6 @@ class ShellRuntime:
             str(workspace / step.script),
         ]
 
-    async def stop(self, run_id: str) -> None:
-        """Nothing outside the process group to stop."""
+    async def stop(self, run_id: str) -> Outcome:
+        """Nothing outside the process group to stop, nor any limit to report."""
+        return Outcome()

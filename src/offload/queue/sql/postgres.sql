@@ -68,9 +68,9 @@ WHERE id = :id AND state = 'processing' AND worker_hostname = :holder AND lease_
 RETURNING id;
 
 -- name: reset_stalled
+-- queued_at is kept: a job its holder lost goes back to its old place in line, not the end.
 UPDATE {table}
-SET state = 'queued', queued_at = :now, started_at = NULL, num_resets = num_resets + 1,
-    lease_token = NULL
+SET state = 'queued', started_at = NULL, num_resets = num_resets + 1, lease_token = NULL
 WHERE id IN (
   SELECT id FROM {table}
   WHERE state = 'processing' AND last_heartbeat_at < :cutoff AND num_resets < :max_resets{scope}
