@@ -788,6 +788,8 @@ def log_problems(run: Run) -> dict[str, list[str]]:
 def one_run(params: Params, console: Console) -> dict[str, Any]:
     """Floors, the end-to-end preview, the cached preview and resources, on a fresh database."""
     scratch = Path(tempfile.mkdtemp(prefix="offload-bench-scale-"))
+    # Steps of a root executor run as an unprivileged uid, which must pass through.
+    scratch.chmod(0o711)
     try:
         with database(params.postgres_url, scratch, source="--postgres", keep=params.keep) as url:
             return measure_run(params, console, scratch, url)

@@ -525,6 +525,8 @@ def one_run(params: Params, engine: Engine | None, console: Console) -> dict[str
         database(params.postgres_url, Path(tmp), source="--postgres") as url,
     ):
         scratch = Path(tmp)
+        # Steps of a root executor run as an unprivileged uid, which must pass through.
+        scratch.chmod(0o711)
         fleet = Fleet(url, scratch / "data")
         commit = make_repo(scratch / "src" / REPO, REPO_FILES)
         add = ("repos", "add", str(scratch / "src" / REPO), "--name", REPO)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -62,6 +63,12 @@ def passable_tmp() -> Iterator[Path | None]:
     root = Path(tempfile.mkdtemp(prefix="offload-tests-"))
     root.chmod(0o711)
     yield root
+    # Workspace disks of executors that a test killed stay mounted (a next start would
+    # remove them): unmount them, or their directories cannot go.
+    with open("/proc/self/mountinfo") as mounts:
+        points = [line.split()[4] for line in mounts]
+    for point in sorted(p for p in points if p.startswith(f"{root}/"))[::-1]:
+        subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -88,6 +88,9 @@ async def call(
             detail = response.json().get("detail", response.text)
         except ValueError:
             detail = response.text
+        if isinstance(detail, list):
+            # A 422's problems, each with where it is (body.name) and what is wrong.
+            detail = "; ".join(_problem(p) for p in detail)
         if response.status_code == 401:
             detail = (
                 f"{detail}; sign in with `offload login {client.base_url}` or set OFFLOAD_TOKEN"
@@ -106,3 +109,11 @@ def api(work: Callable[[httpx.AsyncClient], Awaitable[T]], timeout: float = 30.0
             return await work(client)
 
     return asyncio.run(main())
+
+
+def _problem(problem: object) -> str:
+    """One problem of a 422 answer as a line: `body.name: what is wrong`."""
+    if not isinstance(problem, dict):
+        return str(problem)
+    where = ".".join(str(p) for p in problem.get("loc") or ())
+    return f"{where}: {problem.get('msg', 'invalid')}" if where else str(problem.get("msg"))

@@ -21,14 +21,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from busybox import BusyboxMissing, build_rootfs, build_tarball
 from ci import unavailable
+from dockerd import Dockerd, EngineUnavailable
 from fleet import Fleet, Process, make_repo
 
 from offload.db.url import DatabaseURL
+from offload.executor.disks import Disks
 from offload.executor.images import ImageStore
 from offload.executor.process import StepProcess
 from offload.executor.runtimes.base import Limits, Mount, Step
 from offload.executor.runtimes.cgroup import Cgroups, Hierarchy
+from offload.executor.runtimes.docker import DockerRuntime
 from offload.executor.runtimes.sandbox import SandboxRuntime
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="limits need Linux")
@@ -198,6 +202,56 @@ def test_output_limit(limited: tuple[Fleet, Process]) -> None:
     assert len(log.encode()) < 80 * 1024, len(log)
 
 
+def mounted(path: Path) -> bool:
+    """Whether a filesystem is mounted at `path`."""
+    return os.path.ismount(path)
+
+
+def exists(path: Path) -> bool:
+    """Whether anything (a link included) is at `path`."""
+    return os.path.lexists(path)
+
+
+async def test_workspace_disks_of_a_dead_executor_go_and_a_live_ones_stay(passable: Path) -> None:
+    root = passable / "shared-disks"
+    # An executor that dies (SIGKILL) with its disk mounted and a workspace on it.
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from offload.executor.disks import Disks\n"
+        "async def main():\n"
+        "    disk = await (await Disks.open(Path(sys.argv[1]), 64 << 20)).acquire()\n"
+        "    (disk.path / 'workspace-1').mkdir()\n"
+        "    print(disk.path, flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "asyncio.run(main())\n"
+    )
+    dead = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, str(root), stdout=asyncio.subprocess.PIPE
+    )
+    assert dead.stdout is not None
+    dead_disk = Path((await asyncio.wait_for(dead.stdout.readline(), 30)).decode().strip())
+    dead.kill()
+    await dead.wait()
+    assert mounted(dead_disk)
+
+    live = await Disks.open(root, 64 << 20)  # removes the dead one's disk ...
+    try:
+        assert not mounted(dead_disk) and not exists(dead_disk)
+        assert not exists(dead_disk.with_suffix(".img"))
+        other = await Disks.open(root, 64 << 20)  # ... but not a live executor's
+        try:
+            disk = await live.acquire()
+            assert mounted(disk.path) and disk.empty()
+            live.release(disk)
+        finally:
+            await other.close()
+        assert len(list(root.glob("disk-*.img"))) == 1
+    finally:
+        await live.close()
+    assert list(root.glob("disk-*")) == []
+
+
 # -- steps run as an unprivileged host uid ---------------------------------------------------
 
 
@@ -258,17 +312,17 @@ async def test_a_step_cannot_read_a_root_only_file_bound_into_its_sandbox(
     code, out = await run_as_step_uid(
         sandbox,
         step_workspace,
-        "id -u; cat /tmp/secret; cat /data/root-only; echo done\n",
+        "echo uid=$(id -u); cat /tmp/secret; cat /data/root-only; echo done\n",
         mounts=(Mount(source=secret, target="/tmp/secret"),),
     )
     assert code == 0, out
-    assert out.splitlines()[0] == "0"  # root in its namespace ...
+    assert "uid=0" in out.splitlines()  # root in its namespace ...
     assert secret.read_text().strip() not in out  # ... but not on the host
     assert out.count("Permission denied") == 2, out
 
     # The check can fail: the same step, run as root (no step uid), reads it (once root, with
     # no capability, may enter the step uid's workspace).
-    step_workspace.chmod(0o755)
+    os.chmod(step_workspace, 0o755)
     (step_workspace / "step.sh").write_text("cat /data/root-only\n")
     run_id = f"as-root-{secrets.token_hex(4)}"
     argv = sandbox.command(Step("t", "step.sh"), step_workspace, Limits(), run_id)
@@ -287,6 +341,57 @@ async def test_files_a_step_makes_are_the_step_uids_on_the_host(
     assert code == 0, out
     for path in (step_workspace / "made", step_workspace / "made" / "file"):
         assert (path.stat().st_uid, path.stat().st_gid) == (STEP_UID, STEP_UID), path
+
+
+# -- the docker runtime ----------------------------------------------------------------------
+
+
+DOCKER_IMAGE = "offload-test/busybox:limits"
+
+
+@pytest.fixture(scope="module")
+def docker(passable: Path) -> Iterator[DockerRuntime]:
+    """The docker runtime against a real engine of the test's own, with a busybox image."""
+    engine = Dockerd()
+    try:
+        engine.start()
+        tarball = build_tarball(build_rootfs(passable / "rootfs"), passable / "busybox.tar")
+    except (EngineUnavailable, BusyboxMissing) as exc:
+        engine.stop()
+        unavailable(f"no Docker engine for the docker runtime: {exc}")
+    try:
+        imported = engine.docker("import", str(tarball), DOCKER_IMAGE)
+        assert imported.returncode == 0, imported.stderr.decode()
+        yield DockerRuntime(docker=engine.cli, host=engine.host, default_image=DOCKER_IMAGE)
+    finally:
+        engine.stop()
+
+
+async def test_docker_steps_get_the_same_limits_and_uid(
+    docker: DockerRuntime, step_workspace: Path
+) -> None:
+    limits = Limits(memory_bytes=64 << 20, pids=PIDS, tmp_bytes=1 << 20, uid=STEP_UID)
+
+    async def run(script: str) -> tuple[int, str, StepProcess]:
+        (step_workspace / "step.sh").write_text(script)
+        run_id = f"limits-{secrets.token_hex(4)}"
+        argv = docker.command(Step("t", "step.sh"), step_workspace, limits, run_id)
+        lines: list[str] = []
+        process = StepProcess.for_runtime(docker, run_id, argv, lambda s, line: lines.append(line))
+        return await process.run(timeout=60), "\n".join(lines), process
+
+    code, out, _ = await run(
+        "echo uid=$(id -u) pids=$(cat /sys/fs/cgroup/pids/pids.max); touch /data/made; "
+        "dd if=/dev/zero of=/tmp/big bs=1M count=4 || echo TMP-FULL\n"
+    )
+    assert code == 0, out
+    assert f"uid={STEP_UID} pids={PIDS}" in out.splitlines(), out
+    assert "No space left on device" in out and "TMP-FULL" in out, out
+    assert (step_workspace / "made").stat().st_uid == STEP_UID
+
+    code, out, process = await run("x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}\n")
+    assert code != 0 and "200000000" not in out, out
+    assert process.outcome.limit == "memory"  # the engine says it killed the container
 
 
 # -- cgroup v2 -----------------------------------------------------------------------------

@@ -39,7 +39,8 @@ def build_rootfs(target: Path) -> Path:
             (bin_dir / applet).symlink_to("busybox")
     (target / "etc").mkdir()
     (target / "etc" / "passwd").write_text(PASSWD)
-    (target / "tmp").mkdir(mode=0o1777)
+    (target / "tmp").mkdir()
+    (target / "tmp").chmod(0o1777)  # whatever the umask: as in real images
     return target
 
 

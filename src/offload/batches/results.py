@@ -150,7 +150,7 @@ class Results:
         self, row: BatchSpecRow, workspace: WorkspaceRow, logs: Sequence[LogEntry], ok: bool
     ) -> None:
         """Keep a finished job's step results; a completed one also gets its changeset specs."""
-        spec = row.parsed()
+        spec = await row.parsed()
         results = step_results(logs)
         keys = await self._keys(row, spec, workspace)
         await self.store.cache(

@@ -57,7 +57,7 @@ MAX_WAITING_PARSES = 8
 # Resolution (the worker's `batches.resolver`): workspaces one spec may produce, and how long
 # it may take. The batch-scale target is 45,000 workspaces for one spec.
 MAX_WORKSPACES = 100_000
-RESOLUTION_DEADLINE = 15 * 60.0
+RESOLUTION_DEADLINE = 10 * 60.0
 
 # C0 controls but tab, newline and carriage return; DEL and C1 controls but NEL; surrogates
 # (a JSON "\ud800" gives one, and no database stores it); the two non-characters YAML forbids.
@@ -110,9 +110,10 @@ def check_text(text: str, source: str) -> None:
     if bad is not None:
         line = text.count("\n", 0, bad.start()) + 1
         column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
+        kind = "control character" if ord(bad[0]) < 0xA0 else "character"
         error = SpecError(
-            f"control character U+{ord(bad[0]):04X} is not allowed in a batch spec (only tab, "
-            "newline and carriage return are); is this a binary file?",
+            f"{kind} U+{ord(bad[0]):04X} is not allowed in a batch spec (of the control "
+            "characters, only tab, newline and carriage return are); is this a binary file?",
             line=line,
             column=column,
             source=source,

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import importlib
 import resource
 import signal
 import socket
@@ -122,7 +123,10 @@ class SpecWorkers:
     def _call(self, call: Callable[[], Any]) -> Any:
         """In one of the waiting threads: the call's result from this thread's worker."""
         worker: _Worker | None = getattr(self._local, "worker", None)
-        if worker is None or not worker.alive():
+        if worker is not None and not worker.alive():  # killed while idle, say
+            self._drop(worker)
+            worker = None
+        if worker is None:
             worker = _Worker(self.memory)
             self._local.worker = worker
             with self._lock:
@@ -131,16 +135,19 @@ class SpecWorkers:
             ok, value = worker.call(call, self.deadline)
         except (_NoAnswer, _Died) as exc:
             # Stuck where the alarm cannot reach (one long C call), or dead: replace it.
-            worker.stop()
-            with self._lock:
-                self._workers.discard(worker)
-            self._local.worker = None
+            self._drop(worker)
             if isinstance(exc, _Died):
                 raise _died(worker.process.returncode) from None
             raise _overtime(self.deadline) from None
         if not ok:
             raise value
         return value
+
+    def _drop(self, worker: _Worker) -> None:
+        worker.stop()
+        with self._lock:
+            self._workers.discard(worker)
+        self._local.worker = None
 
 
 class _NoAnswer(Exception):
@@ -200,8 +207,9 @@ def serve(fd: int, memory: int) -> None:
     signal.signal(signal.SIGALRM, _alarm)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    # The first parse pays for imports and the schema's compilation; pay it before "ready".
+    # The first call pays for imports and the schema's compilation; pay it before "ready".
     with contextlib.suppress(Exception):
+        importlib.import_module("offload.batches.specsubmission")
         _parse("name: warm-up\n", "<warm-up>")
     conn.send("ready")
     while True:

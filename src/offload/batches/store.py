@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
@@ -10,7 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from offload.batches.spec import BatchSpec, parse_spec
+from offload.batches.spec import BatchSpec
+from offload.batches.specworkers import shared
 from offload.clock import Clock, SystemClock
 from offload.db.base import Database
 from offload.db.values import decode_json, parse_time
@@ -54,14 +54,21 @@ class BatchSpecRow:
             created_by=str(row.get("created_by") or ""),
         )
 
-    def parsed(self) -> BatchSpec:
-        """The spec itself, parsed once per process and spec (thousands of jobs share one)."""
-        return _parse(self.id, self.raw_spec, self.name)
+    async def parsed(self) -> BatchSpec:
+        """The spec itself, parsed once per process and spec (thousands of jobs share one),
+        in a spec worker: a stored spec is the user's text, never parsed on the event loop."""
+        known = _PARSED.get(self.id)
+        if known is None:
+            known = await shared().parse(self.raw_spec, self.name)
+            _PARSED[self.id] = known
+            while len(_PARSED) > _PARSED_AT_MOST:
+                del _PARSED[next(iter(_PARSED))]
+        return known
 
 
-@functools.lru_cache(maxsize=64)
-def _parse(spec_id: int, raw: str, name: str) -> BatchSpec:
-    return parse_spec(raw, source=name)
+# Parsed specs by id, oldest first: the jobs of a few specs at a time are being dequeued.
+_PARSED: dict[int, BatchSpec] = {}
+_PARSED_AT_MOST = 64
 
 
 @dataclass(frozen=True)

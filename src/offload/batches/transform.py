@@ -43,7 +43,7 @@ async def to_executor_job(record: Record, db: Database, *, secrets: Secrets) -> 
     row = await store.spec(int(record.fields["batch_spec_id"]))
     if workspace is None or row is None:
         raise TransformError("its batch spec or workspace no longer exists")
-    spec = row.parsed()
+    spec = await row.parsed()
     start = workspace.cached_steps
     try:
         cached = (

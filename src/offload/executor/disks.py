@@ -128,15 +128,19 @@ class Disks:
     async def _make(self) -> Disk:
         name = f"disk-{uuid.uuid4().hex[:12]}"
         image, path = self.root / f"{name}.img", self.root / name
-        fd = os.open(image, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        # Locked under another name first: a starting executor must never see it unlocked.
+        fresh = self.root / f".{name}.new"
+        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         disk = Disk(image, path, self.size, fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(fresh, image)
             os.ftruncate(fd, self.size)
             await _run(*MKFS, str(image))
             path.mkdir(mode=0o755)
             await _run("mount", "-o", MOUNT_OPTIONS, str(image), str(path))
         except (OSError, DisksUnavailable) as exc:
+            fresh.unlink(missing_ok=True)
             self._drop(disk, tracked=False)
             raise DisksUnavailable(f"cannot make a workspace disk in {self.root}: {exc}") from exc
         self._all.append(disk)

@@ -150,6 +150,9 @@ async def _kill_and_remove(group: Path, patience: float) -> None:
             await _kill_and_remove(child, patience)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
+    # A step's last process is usually gone within a millisecond or two of its group's
+    # leader: poll fast at first, since every step waits for this.
+    delay = 0.001
     while True:
         for pid in _members(group):
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -166,7 +169,8 @@ async def _kill_and_remove(group: Path, patience: float) -> None:
                     f"cgroup {group} still has processes {_members(group)} after "
                     f"{patience:.0f}s; kill them and remove the directory"
                 ) from None
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
 
 
 def _hierarchy(line: str, memberships: list[str]) -> Hierarchy | None:

@@ -101,7 +101,9 @@ class DockerRuntime:
                 "(EXECUTOR_BACKEND=sandbox)"
             )
         argv = [*self._base(), "run", "--name", container_name(run_id), "--network", "none"]
-        tmp = f"/tmp:size={limits.tmp_bytes}" if limits.tmp_bytes > 0 else "/tmp"
+        # Mode given: the engine's default tmpfs is root's alone, and steps may run as another uid.
+        size = f",size={limits.tmp_bytes}" if limits.tmp_bytes > 0 else ""
+        tmp = f"/tmp:mode=1777{size}"
         argv += [
             "--cap-drop", "ALL",
             "--security-opt", "no-new-privileges",
