@@ -102,12 +102,22 @@ async def test_outcomes_complete_error_and_fail(db: Database) -> None:
 async def test_maximum_runtime_stops_the_handler(db: Database) -> None:
     store = SqlQueueStore(db, SPEC)
     handler = Waits()
-    consumer = Consumer(store, handler, holder="c1", max_runtime=0.3, poll_wait=0.2)
+    consumer = Consumer(
+        store,
+        handler,
+        holder="c1",
+        max_runtime=0.3,
+        max_runtime_setting="EXECUTOR_MAXIMUM_RUNTIME_PER_JOB",
+        poll_wait=0.2,
+    )
     job_id = await store.enqueue({"payload": {}})
     async with running(consumer):
         record = await state_of(store, job_id, State.FAILED)
     assert handler.cancelled == [job_id]
-    assert record.failure_message == "job exceeded its maximum runtime of 0.3s"
+    # The limit, its value and where it is set.
+    assert record.failure_message == (
+        "job exceeded its maximum runtime of 0.3s (EXECUTOR_MAXIMUM_RUNTIME_PER_JOB)"
+    )
 
 
 async def test_stop_hands_back_unfinished_work_and_finishes_the_rest(db: Database) -> None:

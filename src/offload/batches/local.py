@@ -98,6 +98,7 @@ class LocalRun:
             poll_wait=config.poll_wait,
             heartbeat_interval=config.heartbeat_interval,
             max_runtime=config.max_runtime,
+            max_runtime_setting="EXECUTOR_MAXIMUM_RUNTIME_PER_JOB",
             heartbeat_store=self.client.heartbeat_store,
         )
 

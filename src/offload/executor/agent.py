@@ -180,6 +180,7 @@ async def _connected(
             poll_wait=config.poll_wait,
             heartbeat_interval=config.heartbeat_interval,
             max_runtime=config.max_runtime,
+            max_runtime_setting="EXECUTOR_MAXIMUM_RUNTIME_PER_JOB",
             heartbeat_store=client.heartbeat_store,
         )
         running = asyncio.create_task(consumer.run())

@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,8 +158,28 @@ class Disks:
             self._all.remove(disk)
 
     async def _remove_leftovers(self) -> int:
-        removed = 0
-        for image in sorted(self.root.glob("disk-*.img")):
+        with dead_disks(self.root) as dead:
+            for image, mount, fd in dead:
+                # A lock of its own (the same open file): _drop closes it, dead_disks its fd.
+                disk = Disk(image, mount, self.size, os.dup(fd))
+                await asyncio.to_thread(self._drop, disk, tracked=False)
+            return len(dead)
+
+
+@contextlib.contextmanager
+def dead_disks(root: Path) -> Iterator[list[tuple[Path, Path, int]]]:
+    """(image, mount point, locked fd) of each disk under `root` whose executor died.
+
+    A live executor holds an flock on each of its images; one we can lock is a dead one's.
+    The locks are held inside the block and released after it (a closed fd stays closed).
+    """
+    dead: list[tuple[Path, Path, int]] = []
+    try:
+        images = sorted(root.glob("disk-*.img"))
+    except OSError:
+        images = []
+    try:
+        for image in images:
             try:
                 fd = os.open(image, os.O_RDWR)
             except OSError:
@@ -168,10 +189,11 @@ class Disks:
             except BlockingIOError:
                 os.close(fd)  # a live executor's
                 continue
-            disk = Disk(image, image.with_suffix(""), self.size, fd)
-            await asyncio.to_thread(self._drop, disk, tracked=False)
-            removed += 1
-        return removed
+            dead.append((image, image.with_suffix(""), fd))
+        yield dead
+    finally:
+        for _, _, fd in dead:
+            os.close(fd)
 
 
 def _unmount(path: Path) -> None:

@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import posixpath
+import re
 import signal
 import uuid
 from collections import Counter
@@ -43,6 +44,13 @@ from offload.queue.record import Record
 
 log = logging.getLogger(__name__)
 
+# Seconds between the runs of a checkout's fetch that failed (the server went away mid-fetch).
+FETCH_RETRY_DELAYS = (1.0, 3.0, 10.0)
+# What git says when the connection, not the repository, failed.
+_CUT_OFF = re.compile(
+    r"RPC failed|early EOF|hung up unexpectedly|unable to access|Connection refused|"
+    r"returned error: 50[234]|HTTP 50[234]"
+)
 # What the executor token and job tokens become in logs.
 TOKEN_REPLACEMENT = "SECRET_REMOVED"
 # Runs a host step in its directory without a cwd argument to run_command; "$@" is the argv.
@@ -369,13 +377,40 @@ class JobHandler:
         await proxy.start()
         try:
             for key, argv in workspace.git_commands(job, repo_dir, proxy.url):
-                async with logs.command(key, argv) as command:
-                    code = await run_command(argv, on_output=command.write, env=env, user=owner)
-                    command.exit_code = code
+                code = await self._git(key, argv, logs, env, owner)
                 if code != 0:
                     raise StepFailed(f"{key} failed with exit code {code}; see its log")
         finally:
             await proxy.close()
+
+    async def _git(
+        self,
+        key: str,
+        argv: list[str],
+        logs: CommandLog,
+        env: dict[str, str],
+        owner: tuple[int, int] | None,
+    ) -> int:
+        """Run one git command of the checkout; a fetch the server cut off runs again."""
+        said: list[str] = []
+        for attempt, delay in enumerate((*FETCH_RETRY_DELAYS, None), start=1):
+            said.clear()
+            name = key if attempt == 1 else f"{key}.attempt{attempt}"
+            async with logs.command(name, argv) as command:
+
+                def output(stream: str, line: str, into: Command = command) -> None:
+                    said.append(line)
+                    into.write(stream, line)
+
+                code = await run_command(argv, on_output=output, env=env, user=owner)
+                command.exit_code = code
+            # Only what the connection broke (a server restart mid-fetch) is worth running
+            # again: the proxy retries just the requests that never reached the server.
+            cut_off = any(_CUT_OFF.search(line) for line in said[-20:])
+            if code == 0 or key != "setup.git.fetch" or not cut_off or delay is None:
+                return code
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns")
 
 
 def _write_within_limit(command: Command, line: str) -> None:

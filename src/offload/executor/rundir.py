@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from offload.executor.disks import dead_disks
 from offload.executor.runtimes.cgroup import Cgroups
 from offload.executor.workspace import remove_tree
 
@@ -166,29 +167,8 @@ def _workspaces(run: Path) -> int:
 
 def _kill_on_dead_disks(root: Path) -> int:
     """SIGKILL the processes working on the disks of dead executors; how many there were."""
-    # Each disk is an image `disk-*.img`, flock'ed by its live executor, mounted beside it
-    # without the suffix (executor/disks.py).
-    dead: list[tuple[Path, int]] = []
-    try:
-        images = sorted(e.path for e in os.scandir(root) if e.name.endswith(".img"))
-    except OSError:
-        return 0
-    try:
-        for image in images:
-            try:
-                fd = os.open(image, os.O_RDWR)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            dead.append((Path(image).with_suffix(""), fd))
-        return sum(_kill_inside(mount) for mount, _ in dead)
-    finally:
-        for _, fd in dead:
-            os.close(fd)
+    with dead_disks(root) as dead:
+        return sum(_kill_inside(mount) for _, mount, _ in dead)
 
 
 def _kill_inside(run: Path) -> int:

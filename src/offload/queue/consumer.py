@@ -109,6 +109,7 @@ class Consumer:
         poll_wait: float = 5.0,
         heartbeat_interval: float = 5.0,
         max_runtime: float | None = None,
+        max_runtime_setting: str = "",
         heartbeat_store: HeartbeatStoreFactory | None = None,
         retry_delay: float = 1.0,
         report_attempts: int = 8,
@@ -122,6 +123,8 @@ class Consumer:
         self.poll_wait = poll_wait
         self.heartbeat_interval = heartbeat_interval
         self.max_runtime = max_runtime
+        # Where the limit is set, named in the job's failure (EXECUTOR_MAXIMUM_RUNTIME_PER_JOB).
+        self.max_runtime_setting = max_runtime_setting
         self.retry_delay = retry_delay
         self.report_attempts = report_attempts
         self.stats = ConsumerStats()
@@ -269,8 +272,9 @@ class Consumer:
                 await self.store.mark_failed(lease, "canceled on request")
                 self.stats.canceled += 1
             elif reason == _TIMEOUT:
+                setting = f" ({self.max_runtime_setting})" if self.max_runtime_setting else ""
                 await self.store.mark_errored(
-                    lease, f"job exceeded its maximum runtime of {self.max_runtime:g}s"
+                    lease, f"job exceeded its maximum runtime of {self.max_runtime:g}s{setting}"
                 )
                 self.stats.errored += 1
             else:
