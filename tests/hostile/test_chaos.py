@@ -353,13 +353,13 @@ def test_every_job_completes_once_while_executors_server_worker_and_database_die
         print(f"\n{report}\n" + "\n".join(chaos.notes))
     record_property("chaos", report)
 
+    failed = [i for state, ids in by_state.items() if state != "completed" for i in ids]
     assert set(final) == set(jobs.values()) and completed == JOBS, (
         f"{report}\nnot completed: "
         + "; ".join(
-            f"{job_id} {final[job_id]['state']}: {final[job_id]['failureMessage']}"
-            for state, ids in by_state.items()
-            if state != "completed"
-            for job_id in ids[:10]
+            f"{job_id} {final[job_id]['state']}: {final[job_id]['failureMessage']}\n"
+            + "\n".join(f"  [{e['key']}] {e['out']}" for e in fleet.logs(job_id))
+            for job_id in failed[:5]
         )
     )
     assert lost == [], f"{report}\njobs whose step never ran: {lost[:20]}"

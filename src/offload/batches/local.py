@@ -26,7 +26,7 @@ from offload.executor.handler import HandlerSettings, JobHandler
 from offload.executor.rundir import RunDir, sweep
 from offload.executor.runtimes.base import Runtime, RuntimeUnavailable
 from offload.executor.runtimes.cgroup import Cgroups
-from offload.executor.runtimes.registry import RuntimeSettings, build_runtime, default_runtime
+from offload.executor.runtimes.registry import build_runtime, default_runtime
 from offload.queue.consumer import Consumer
 
 # How long running workspaces get to finish once the user stops a local run (Ctrl-C).
@@ -61,7 +61,7 @@ def local_config(
 
 def local_runtime(config: ExecutorConfig) -> Runtime:
     """The runtime EXECUTOR_BACKEND names (ValueError for an unknown one)."""
-    return build_runtime(config.backend, RuntimeSettings.from_executor(config))
+    return build_runtime(config.backend, config.runtime_settings())
 
 
 class LocalRun:

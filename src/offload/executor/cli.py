@@ -61,10 +61,10 @@ def _config() -> ExecutorConfig:
 
 
 def _runtime(config: ExecutorConfig):  # type: ignore[no-untyped-def]
-    from offload.executor.runtimes.registry import RuntimeSettings, build_runtime
+    from offload.executor.runtimes.registry import build_runtime
 
     try:
-        return build_runtime(config.backend, RuntimeSettings.from_executor(config))
+        return build_runtime(config.backend, config.runtime_settings())
     except ValueError as exc:
         raise _fail(f"EXECUTOR_BACKEND: {exc}", 2) from exc
 

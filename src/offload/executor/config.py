@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from offload.config import parse_duration, parse_queue_names
 from offload.executor.runtimes.base import Limits
+from offload.executor.runtimes.registry import RUNTIMES, RuntimeSettings
 from offload.protocol.wire import MAX_LABEL, MAX_NAME, MAX_QUEUES
 
 DEFAULT_CPUS = 1.0
@@ -271,13 +272,15 @@ class ExecutorConfig:
             allowed_networks=self.job_allowed_networks,
         )
 
+    def runtime_settings(self) -> RuntimeSettings:
+        """What the runtimes need of this config (images under the data dir)."""
+        return RuntimeSettings(images_dir=self.data_dir / "images", cgroup_owner=self.run_id)
+
     @classmethod
     def from_env(
         cls, env: Mapping[str, str], *, default_backend: str = "sandbox"
     ) -> ExecutorConfig:
         """Read the environment; ConfigError listing every problem at once."""
-        from offload.executor.runtimes.registry import RUNTIMES
-
         read = _Reader(env)
         problems = read.problems
         url = _frontend_url(read)

@@ -8,7 +8,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from offload.executor.images import ImageStore
 from offload.executor.runtimes.base import Runtime, RuntimeUnavailable
@@ -16,9 +15,6 @@ from offload.executor.runtimes.cgroup import Cgroups
 from offload.executor.runtimes.docker import DockerRuntime
 from offload.executor.runtimes.sandbox import SandboxRuntime
 from offload.executor.runtimes.shell import ShellRuntime
-
-if TYPE_CHECKING:
-    from offload.executor.config import ExecutorConfig
 
 
 @dataclass(frozen=True)
@@ -32,11 +28,6 @@ class RuntimeSettings:
     docker_default_image: str = "busybox:latest"
     # Whose run cgroups these are (one start of an executor); see runtimes/cgroup.py.
     cgroup_owner: str = ""
-
-    @classmethod
-    def from_executor(cls, config: ExecutorConfig) -> RuntimeSettings:
-        """The settings an executor's config implies (images under its data dir)."""
-        return cls(images_dir=config.data_dir / "images", cgroup_owner=config.run_id)
 
 
 def _sandbox(settings: RuntimeSettings) -> Runtime:
