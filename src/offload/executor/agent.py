@@ -11,10 +11,10 @@ import httpx
 
 from offload.executor import workspace
 from offload.executor.client import ExecutorClient, Unauthorized
-from offload.executor.config import ExecutorConfig
+from offload.executor.config import ExecutorConfig, size_text
 from offload.executor.disks import Disks, DisksUnavailable
 from offload.executor.handler import HandlerSettings, JobHandler
-from offload.executor.limits import summary
+from offload.executor.limits import duration_text, summary
 from offload.executor.rundir import RunDir, sweep
 from offload.executor.runtimes.base import Runtime, RuntimeUnavailable
 from offload.executor.runtimes.cgroup import Cgroups
@@ -52,7 +52,15 @@ def describe(config: ExecutorConfig, runtime_line: str, disk: str = "") -> str:
     """The one line an executor prints once connected; `disk` says how workspaces' size is
     limited (or why it is not)."""
     queues = ", ".join(config.queues)
-    limits = summary(config.limits(), config.max_runtime, disk or "no disk limit")
+    if config.backend == "shell":
+        # Nothing confines a shell step: only what the executor itself counts holds.
+        limits = (
+            f"limits: output {size_text(config.job_output)} and "
+            f"{duration_text(config.max_runtime)} per job only (the shell runtime confines "
+            "nothing else, and steps run as this executor's user)"
+        )
+    else:
+        limits = summary(config.limits(), config.max_runtime, disk or "no disk limit")
     return (
         f"offload executor {config.name} connected to {config.frontend_url}; "
         f"listening for jobs on {queues} with {config.max_jobs} slot(s); {limits}; "

@@ -113,9 +113,14 @@ class GitProxy:
                     head.append(f"{name}: {response.headers[name]}")
             head.append("Connection: close")
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-            async for chunk in _chunks(response):
-                writer.write(chunk)
-                await writer.drain()
+            try:
+                async for chunk in _chunks(response):
+                    writer.write(chunk)
+                    await writer.drain()
+            except (ConnectionError, httpx.HTTPError) as exc:
+                # The server went away mid-answer: a 502 now would land inside the body, so
+                # git sees the answer cut short instead (and its fetch is run again).
+                log.warning("git proxy for %s: answer cut off: %s", self.repo, exc)
         finally:
             await response.aclose()
 

@@ -49,7 +49,8 @@ FETCH_RETRY_DELAYS = (1.0, 3.0, 10.0)
 # What git says when the connection, not the repository, failed.
 _CUT_OFF = re.compile(
     r"RPC failed|early EOF|hung up unexpectedly|unable to access|Connection refused|"
-    r"returned error: 50[234]|HTTP 50[234]"
+    r"returned error: 50[234]|HTTP 50[234]|protocol error|invalid index-pack output|"
+    r"unexpected disconnect|transfer closed"
 )
 # What the executor token and job tokens become in logs.
 TOKEN_REPLACEMENT = "SECRET_REMOVED"
