@@ -8,13 +8,12 @@ from typing import Any, TypeVar
 
 import httpx
 import typer
-from rich.console import Console
 
-from offload import credentials
+from offload import credentials, terminal
 from offload.config import Settings
 from offload.http import client as http_client
 
-err = Console(stderr=True)
+err = terminal.stderr()
 T = TypeVar("T")
 
 

@@ -8,9 +8,8 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from offload import __version__
+from offload import __version__, terminal
 from offload.commands import State, fail, run, settings
 
 app = typer.Typer(
@@ -52,8 +51,8 @@ def _add_feature_commands() -> None:
     app.command(context_settings={"allow_interspersed_args": False})(run)
 
 
-out = Console()
-err = Console(stderr=True)
+out = terminal.stdout()
+err = terminal.stderr()
 
 
 @app.callback()

@@ -9,14 +9,13 @@ from typing import Any, ClassVar, NoReturn
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
-from offload import logs
+from offload import logs, terminal
 from offload.config import Settings
 from offload.db.base import DatabaseUnavailable, SchemaMismatch
 from offload.db.url import DatabaseURLError
 
-err = Console(stderr=True)
+err = terminal.stderr()
 
 
 class State:

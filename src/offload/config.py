@@ -131,6 +131,15 @@ class Settings(BaseSettings):
     batches_spec_ttl: Duration = timedelta(days=7)
     # Step cache entries are deleted this long after they were written (batches.spec-expirer).
     batches_cache_ttl: Duration = timedelta(days=30)
+    # The most workspaces of one repository and commit an executor takes in one dequeue (it
+    # checks the repository out once for all of them); 1 turns bundles off.
+    batches_bundle_size: int = Field(default=32, ge=1, le=256)
+    # A bundle takes at most 1/SHARE of its spec's waiting workspaces, so that a small run
+    # still spreads over every executor slot (1: bundles as large as BUNDLE_SIZE allows).
+    batches_bundle_share: int = Field(default=16, ge=1, le=10_000)
+    # ... and about this much work at most, by the spec's recent workspace durations: another
+    # user's workspace waits no longer than that for a slot that runs a bundle.
+    batches_bundle_seconds: Duration = timedelta(seconds=5)
     # Code hosts for repositories mirrored from a URL, as JSON, e.g.
     # [{"kind": "github", "url": "https://api.github.com", "token_secret": "GH_TOKEN"}]
     code_hosts: list[CodeHostConnection] = Field(default_factory=list)

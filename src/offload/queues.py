@@ -6,6 +6,7 @@ from functools import partial
 
 from offload.batches import changesets, resolver, transform
 from offload.batches import queue as batches
+from offload.batches.bundles import Bundles
 from offload.config import Settings
 from offload.dispatch.queue import ExecutorQueue
 from offload.jobs import queue as jobs
@@ -59,6 +60,11 @@ def executor_queues(settings: Settings, secrets: Secrets) -> dict[str, ExecutorQ
         partial(transform.to_executor_job, secrets=secrets),
         weight=weights.get(batches.NAME, 1),
         finish=partial(transform.finish, secrets=secrets),
+        bundler=Bundles(
+            settings.batches_bundle_size,
+            settings.batches_bundle_share,
+            settings.batches_bundle_seconds.total_seconds(),
+        ),
     )
     return queues
 

@@ -18,6 +18,7 @@ from offload.config import Settings
 from offload.db import schema
 from offload.db.connect import connect
 from offload.dispatch.access import executor_token
+from offload.executor.datadir import up_executor_dir
 from offload.identity.bootstrap import create_first_admin
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ async def executor_env(settings: Settings, port: int) -> dict[str, str]:
         "EXECUTOR_REGISTRATION_TOKEN": token,
         # The laptop mode has one executor: it runs generic jobs and batch workspaces alike.
         "EXECUTOR_QUEUE_NAMES": ",".join([*settings.job_queues, "batches"]),
-        "EXECUTOR_DATA_DIR": str(settings.data_dir / "executor"),
+        # Where `offload executor images` looks by default with this data dir (datadir.py).
+        "EXECUTOR_DATA_DIR": str(up_executor_dir(settings.data_dir)),
         "EXECUTOR_NAME": f"{socket.gethostname()}-local",
         "EXECUTOR_MAX_NUM_JOBS": os.environ.get("EXECUTOR_MAX_NUM_JOBS", "2"),
     }

@@ -228,7 +228,7 @@ changesetTemplate:
   commit:
     message: flaky
 """
-    view = batches.preview(text)
+    view = batches.preview(text, status=1)
     assert view["states"] == {"completed": 4, "failed": 1}, view
     logs = batches.cli("logs", "flaky", "--repo", "repo-03")
     assert logs.returncode == 0 and "cannot edit repo-03" in logs.stdout, logs.stdout

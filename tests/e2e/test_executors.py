@@ -103,7 +103,7 @@ def test_killed_executor_job_completes_on_the_other_and_it_shows_inactive(fleet:
     while active != {"exec-doomed": False, "exec-survivor": True} and time.monotonic() < deadline:
         listing = fleet.offload("executors", "list", "--json")
         assert listing.returncode == 0, listing.stderr
-        active = {r["hostname"]: r["active"] for r in map(json.loads, listing.stdout.splitlines())}
+        active = {r["hostname"]: r["active"] for r in json.loads(listing.stdout)}
         time.sleep(1)
     assert active == {"exec-doomed": False, "exec-survivor": True}
 

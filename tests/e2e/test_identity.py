@@ -228,15 +228,12 @@ def test_the_cli_tour_from_a_terminal_without_a_database(fleet: Fleet, tmp_path:
     refused = alice("executors", "list")
     assert refused.returncode != 0 and "only site admins" in flat(refused.stderr)
     connected = admin.ok("executors", "list", "--json")
-    hosts = {e["hostname"]: e["active"] for e in map(json.loads, connected.stdout.splitlines())}
+    hosts = {e["hostname"]: e["active"] for e in json.loads(connected.stdout)}
     assert hosts == {"exec-tour": True, "exec-gpu": True}
     assert alice("audit").returncode != 0
     audit = admin.ok("audit", "--action", "queue.grant")
     assert "gpu/ml" in audit.stdout and "default/alice" in audit.stdout
-    entries = [
-        json.loads(line)
-        for line in admin.ok("audit", "--action", "queue.grant", "--json").stdout.splitlines()
-    ]
+    entries = json.loads(admin.ok("audit", "--action", "queue.grant", "--json").stdout)
     grants: list[tuple[Any, ...]] = [
         (e["actor"], e["target"], e["detail"]["permission"], e["address"]) for e in entries
     ]

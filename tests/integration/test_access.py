@@ -248,6 +248,7 @@ ROUTES: dict[tuple[str, str], tuple[Request, Expected]] = {
     ),
     ("GET", "/api/batches/specs/{rand_id}"): (on_spec("GET"), MINE),
     ("GET", "/api/batches/specs/{rand_id}/workspaces"): (on_spec("GET", "/workspaces"), MINE),
+    ("GET", "/api/batches/specs/{rand_id}/changesets"): (on_spec("GET", "/changesets"), MINE),
     # Only the user who submitted a local spec runs it: not even a site admin.
     ("POST", "/api/batches/specs/{rand_id}/dequeue"): (
         on_spec("POST", "/dequeue", local=True, json={"executorName": "laptop"}),

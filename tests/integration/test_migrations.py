@@ -60,3 +60,36 @@ async def test_newer_schema_is_refused_with_upgrade_advice(empty_db_url: Databas
         await schema.require_current(empty_db_url)
     with pytest.raises(schema.SchemaMismatch, match="newer offload"):
         await schema.upgrade(empty_db_url)
+
+
+@BOTH
+async def test_step_cache_entries_written_before_0012_keep_their_results_and_know_no_job(
+    empty_db_url: DatabaseURL,
+) -> None:
+    assert (await schema.upgrade(empty_db_url, "0011")).current == "0011"
+    engine = create_async_engine(empty_db_url.sqlalchemy_url())
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(
+                "INSERT INTO batch_step_cache (user_name, key, value, created_at) VALUES "
+                "('alice', 'k1', '{\"diff\": \"x\"}', '2026-12-20 10:00:00+00:00')"
+            )
+        assert (await schema.upgrade(empty_db_url)).up_to_date
+        async with engine.begin() as conn:
+            rows = (
+                await conn.exec_driver_sql(
+                    "SELECT user_name, key, job_id FROM batch_step_cache ORDER BY id"
+                )
+            ).all()
+            assert [tuple(r) for r in rows] == [("alice", "k1", None)]
+            # The producing job of a new entry is kept (batches/store.py writes it).
+            await conn.exec_driver_sql(
+                "INSERT INTO batch_step_cache (user_name, key, value, created_at, job_id) VALUES "
+                "('alice', 'k2', '{}', '2026-12-21 10:00:00+00:00', 42)"
+            )
+            found = (
+                await conn.exec_driver_sql("SELECT job_id FROM batch_step_cache WHERE key = 'k2'")
+            ).scalar()
+            assert found == 42
+    finally:
+        await engine.dispose()

@@ -71,9 +71,10 @@ class Batches:
         )
         return result
 
-    def preview(self, text: str, user: str = "alice") -> dict[str, Any]:
+    def preview(self, text: str, user: str = "alice", *, status: int = 0) -> dict[str, Any]:
+        """The preview's JSON; `status`: its exit status (1 when a workspace failed)."""
         result = self.cli("preview", "-f", "-", "--json", user=user, stdin=text)
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == status, result.stderr
         return dict(json.loads(result.stdout))
 
     def status(self, name: str, user: str = "alice") -> dict[str, Any]:

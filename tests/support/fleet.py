@@ -108,6 +108,8 @@ class Fleet:
     executors: list[Process] = field(default_factory=list)
     # The first site admin's token, as the server printed it on its first start.
     admin_token: str = ""
+    # More settings of the server and worker (OFFLOAD_...), e.g. a test's bundle size.
+    settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
@@ -119,6 +121,7 @@ class Fleet:
             "OFFLOAD_WORKER_PORT": "0",
             "OFFLOAD_JOB_QUEUES": self.job_queues,
             **({"OFFLOAD_TOKEN": self.admin_token} if self.admin_token else {}),
+            **self.settings,
         }
 
     @property

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
+
+from offload import terminal
 
 if TYPE_CHECKING:
     import asyncio
@@ -24,8 +25,8 @@ batch_app = typer.Typer(
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console()
-err = Console(stderr=True)
+out = terminal.stdout()
+err = terminal.stderr()
 
 SpecFile = Annotated[
     str, typer.Option("--file", "-f", help="The batch spec (YAML); - reads standard input.")
@@ -409,14 +410,62 @@ def _show_preview(view: dict[str, object]) -> None:
             highlight=False,
             markup=False,
         )
-    failed = states.get("failed", 0) + states.get("errored", 0)
-    if failed:
-        out.print(
-            f"{failed} workspace(s) failed: see `offload batch logs {view['name']}`, then "
-            f"`offload batch retry {view['name']}`",
-            highlight=False,
-            markup=False,
-        )
+
+
+# Changeset specs per request of `--diff` and `--json`: each carries its whole diff.
+CHANGESETS_PAGE = 500
+# What `--json` adds to each operation from its changeset spec (None for a dropped one).
+_CHANGESET_FIELDS = (
+    "kind",
+    "baseRef",
+    "baseRev",
+    "body",
+    "commitMessage",
+    "author",
+    "published",
+    "diff",
+    "diffBase64",
+)
+
+
+async def _preview_details(
+    view: dict[str, object],
+) -> tuple[dict[int, dict[str, object]], list[dict[str, object]]]:
+    """A finished preview's changesets in full, by spec id, and its failed workspaces."""
+    from offload.apicall import api_client, call
+    from offload.batches.preview import FAILED_STATES, failed_count
+
+    spec_id = view["id"]
+    states = view["states"]
+    assert isinstance(states, dict)
+    changesets: dict[int, dict[str, object]] = {}
+    failed: list[dict[str, object]] = []
+    async with api_client(timeout=120) as client:
+        after = 0
+        while True:
+            page: list[dict[str, object]] = await call(
+                client,
+                "GET",
+                f"/api/batches/specs/{spec_id}/changesets",
+                params={"after": after, "limit": CHANGESETS_PAGE},
+                retries=2,
+            )
+            for changeset in page:
+                changesets[int(str(changeset["specId"]))] = changeset
+            if len(page) < CHANGESETS_PAGE:
+                break
+            after = int(str(page[-1]["specId"]))
+        if failed_count(states):
+            for state in FAILED_STATES:
+                if states.get(state):
+                    failed += await call(
+                        client,
+                        "GET",
+                        f"/api/batches/specs/{spec_id}/workspaces",
+                        params={"state": state},
+                        retries=2,
+                    )
+    return changesets, failed
 
 
 @batch_app.command()
@@ -426,29 +475,91 @@ def preview(
     as_json: AsJson = False,
     local: Local = False,
     slots: Slots = 0,
+    show_diff: Annotated[
+        bool,
+        typer.Option(
+            "--diff",
+            help="Also print each changeset's rendered title, commit message and body, and its "
+            "diff: colored on a terminal, through $OFFLOAD_PAGER or $PAGER when one is set.",
+        ),
+    ] = False,
 ) -> None:
     """Run a batch spec on the executors (or this machine) and show what applying it would do.
 
     Shows the workspaces' progress while they execute, then one row per changeset with its
-    operations (create, push, publish, update, close, detach, import) and diff stats.
+    operations (create, push, publish, update, close, detach, import) and diff stats. With
+    `--json`, each operation also carries its changeset's rendered title, body, commit
+    message and exact diff, and `failedWorkspaces` lists the workspaces that failed.
+
+    Exits 0 when every workspace finished (or came from the cache), 1 when any failed or was
+    canceled (the preview is still shown, with the commands that show their logs and retry
+    them) or the spec could not be resolved, 2 for a problem with the command itself.
 
     Examples:
 
         offload batch preview -f batch.yaml
 
-        offload batch preview -f batch.yaml --json | jq '.operations | length'
+        offload batch preview -f batch.yaml --diff
+
+        offload batch preview -f batch.yaml --json | jq -r '.operations[].diff'
 
         offload batch preview -f batch.yaml --local --slots 4   # no executors needed
     """
     import asyncio
-    import json
+
+    from offload.batches import preview as shown
 
     view = asyncio.run(_submit_and_wait(file, user, quiet=as_json, local=local, slots=slots))
+    failure = shown.failure_lines(view, user, local=local, spec_file=file)
+    changesets: dict[int, dict[str, object]] = {}
+    failed: list[dict[str, object]] = []
+    if as_json or show_diff:
+        changesets, failed = asyncio.run(_preview_details(view))
     if as_json:
-        sys.stdout.write(json.dumps(view) + "\n")
+        operations = view["operations"]
+        assert isinstance(operations, list)
+        for op in operations:
+            full = changesets.get(op["specId"]) if op["specId"] is not None else None
+            op.update({key: (full or {}).get(key) for key in _CHANGESET_FIELDS})
+        view["failedWorkspaces"] = failed
+        terminal.write_json(view)
+        for line in failure:
+            err.print(line, highlight=False, markup=False, soft_wrap=True)
+        if failure:
+            raise typer.Exit(1)
         return
+    if show_diff:
+        _show_diffs(view, changesets)
     _show_preview(view)
-    out.print(f"apply it with: offload batch apply --spec {view['id']}", highlight=False)
+    sys.stdout.write("".join(line + "\n" for line in failure))
+    sys.stdout.write(shown.next_step(view) + "\n")
+    sys.stdout.flush()
+    if failure:
+        raise typer.Exit(1)
+
+
+def _show_diffs(view: dict[str, object], changesets: dict[int, dict[str, object]]) -> None:
+    """Every changeset with its diff, before the table: colored and paged on a terminal."""
+    from offload.batches import preview as shown
+
+    operations = view["operations"]
+    assert isinstance(operations, list)
+    on_terminal = sys.stdout.isatty()
+    color = on_terminal and out.is_terminal and not out.no_color and not out.is_dumb_terminal
+    chunks = shown.changeset_text(operations, changesets, terminal=on_terminal, color=color)
+    pager = shown.pager_command(os.environ) if on_terminal else None
+    if pager is not None:
+        if shown.page(chunks, pager, os.environ) == 127:
+            err.print(
+                f"the pager {pager!r} could not be started (OFFLOAD_PAGER, PAGER): set one that "
+                "is installed, or an empty one to print the diffs here",
+                highlight=False,
+                markup=False,
+            )
+    else:
+        sys.stdout.flush()
+        shown.write(chunks, sys.stdout.buffer)
+        sys.stdout.buffer.write(b"\n")
 
 
 @batch_app.command()
@@ -547,9 +658,47 @@ def status(name: Name, user: User = None, as_json: AsJson = False) -> None:
     out.print(f"  workspaces: {_counts(workspaces)}", highlight=False, markup=False)
 
 
+def _write_entries(entries: list[dict[str, object]]) -> None:
+    for entry in entries:
+        command = entry["command"]
+        assert isinstance(command, list)
+        text = str(entry["out"])
+        sys.stdout.write(f"$ {' '.join(command)}  (exit {entry['exitCode']})\n")
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+
+
+def _producer_line(producer: dict[str, object]) -> str:
+    """Where a cached workspace's result came from, in one line."""
+    from datetime import datetime
+
+    steps = int(str(producer["steps"]))
+    what = f"steps 1-{steps}" if steps > 1 else "step 1"
+    if not producer["found"]:
+        return (
+            f"   {what} came from the step cache; that entry is gone since (expired, or the "
+            "secrets it read changed), so which run produced it is not known"
+        )
+    at = datetime.fromisoformat(str(producer["at"])).strftime("%Y-%m-%d %H:%M:%S %Z")
+    if producer["job"] is None:
+        return f"   {what} came from the step cache, written {at} by a run offload did not record"
+    if producer["spec"] is None:
+        return (
+            f"   {what} came from the step cache, written {at} by job {producer['job']}; "
+            "that run's batch spec and logs expired"
+        )
+    where = f"{producer['repo']}:{producer['path']}" if producer["path"] else producer["repo"]
+    return (
+        f"   {what} came from the step cache, written {at} by batch spec {producer['spec']}, "
+        f"workspace {where}, job {producer['job']}; its logs:"
+    )
+
+
 @batch_app.command()
 def logs(name: Name, user: User = None, spec: SpecId = None, repo: Repo = None) -> None:
     """Print the execution logs of a batch change's workspaces (failed ones show their stderr).
+
+    A workspace the step cache answered shows the run that produced its result (batch spec,
+    workspace, job and when) and that run's logs, or says they expired.
 
     Examples:
 
@@ -573,20 +722,17 @@ def logs(name: Name, user: User = None, spec: SpecId = None, repo: Repo = None) 
     for workspace in asyncio.run(main()):
         path = f":{workspace['path']}" if workspace["path"] else ""
         error = f" ({workspace['error']})" if workspace["error"] else ""
-        out.print(
-            f"== {workspace['repo']}{path}: {workspace['state']}{error}",
-            highlight=False,
-            markup=False,
-        )
+        sys.stdout.write(f"== {workspace['repo']}{path}: {workspace['state']}{error}\n")
+        producer = workspace.get("cachedFrom")
+        if isinstance(producer, dict):
+            sys.stdout.write(_producer_line(producer) + "\n")
+            if isinstance(producer["logs"], list):
+                _write_entries(producer["logs"])
+            if workspace["logs"]:
+                sys.stdout.write("   the steps after them ran in this workspace's own job:\n")
         entries = workspace["logs"]
         assert isinstance(entries, list)
-        for entry in entries:
-            sys.stdout.write(f"$ {' '.join(entry['command'])}  (exit {entry['exitCode']})\n")
-            sys.stdout.write(
-                entry["out"]
-                if entry["out"].endswith("\n") or not entry["out"]
-                else entry["out"] + "\n"
-            )
+        _write_entries(entries)
 
 
 @batch_app.command()

@@ -91,6 +91,7 @@ class LocalRun:
                     workspaces=self.rundir.path,
                     limits=config.limits(),
                     keep_workspaces=config.keep_workspaces,
+                    max_runtime=config.max_runtime,
                 ),
             ),
             holder=config.name,

@@ -147,14 +147,23 @@ class Results:
         return found.get(key)
 
     async def record(
-        self, row: BatchSpecRow, workspace: WorkspaceRow, logs: Sequence[LogEntry], ok: bool
+        self,
+        row: BatchSpecRow,
+        workspace: WorkspaceRow,
+        logs: Sequence[LogEntry],
+        ok: bool,
+        *,
+        job_id: int | None = None,
     ) -> None:
-        """Keep a finished job's step results; a completed one also gets its changeset specs."""
+        """Keep a finished job's step results (as written by job `job_id`); a completed one
+        also gets its changeset specs."""
         spec = await row.parsed()
         results = step_results(logs)
         keys = await self._keys(row, spec, workspace)
         await self.store.cache(
-            row.user_name, {keys[i]: result for i, result in results.items() if i < len(keys)}
+            row.user_name,
+            {keys[i]: result for i, result in results.items() if i < len(keys)},
+            job_id=job_id,
         )
         if not ok:
             return

@@ -1,9 +1,10 @@
 """HTTP routes of batch changes: thin, over BatchService.
 
 Who may call each: any signed-in user submits specs in a namespace they may act in (their own
-or an organization of theirs) that may use the batches queue; a spec, its workspaces and apply,
-and a batch change (addressed as namespace/name), its logs, retry and close are for whoever may
-act in that namespace and site admins; anyone else gets 404. A spec that runs locally is
+or an organization of theirs) that may use the batches queue; a spec, its workspaces, its
+changesets (with their diffs) and apply, and a batch change (addressed as namespace/name), its
+logs, retry and close are for whoever may act in that namespace and site admins; anyone else
+gets 404. A spec that runs locally is
 claimed and kept alive only by the user who submitted it.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect
 
 from offload.api.errors import BODY, ErrorBody, documented, problems
-from offload.api.inputs import PRINTABLE, LongNameQuery, PlainName
+from offload.api.inputs import PRINTABLE, AfterQuery, LongNameQuery, PlainName
 from offload.batches.queue import NAME as EXECUTION
 from offload.batches.service import BatchNotFound, BatchService, BatchStateError, MountError
 from offload.batches.spec import SpecErrors
@@ -55,6 +56,21 @@ BUSY = {"model": ErrorBody, "description": "Too many specs are being read; retry
 SpecId = Annotated[str, Path(max_length=64, pattern=PRINTABLE)]
 NamespaceName = Annotated[str, Path(max_length=64, pattern=PRINTABLE)]
 ChangeName = Annotated[str, Path(max_length=255, pattern=PRINTABLE)]
+# The words of service.workspace_state().
+WorkspaceState = Literal[
+    "pending",
+    "queued",
+    "processing",
+    "completed",
+    "errored",
+    "failed",
+    "canceled",
+    "cached",
+    "ignored",
+    "skipped",
+]
+# Changeset specs per page: each carries its whole diff.
+CHANGESETS_MAX = 1000
 
 
 class Selection(BaseModel):
@@ -168,9 +184,24 @@ def batches_router(
         await visible_spec(principal, rand_id)
         return await _answer(lambda: service.preview(rand_id))
 
+    # The preview's operations carry no diff or body, so that a spec of tens of thousands of
+    # changesets previews in seconds; `offload batch preview --diff` and `--json` read them
+    # here, a page at a time by id.
+    @router.get("/specs/{rand_id}/changesets", responses=documented(404, 422))
+    async def changesets(
+        rand_id: SpecId,
+        principal: Principal = Depends(auth.require),
+        after: AfterQuery = 0,
+        limit: Annotated[int, Query(ge=1, le=CHANGESETS_MAX)] = 500,
+    ) -> list[dict[str, Any]]:
+        await visible_spec(principal, rand_id)
+        return await _answer(lambda: service.changesets(rand_id, after=after, limit=limit))
+
     @router.get("/specs/{rand_id}/workspaces", responses=documented(404, 422))
     async def workspaces(
-        rand_id: SpecId, principal: Principal = Depends(auth.require)
+        rand_id: SpecId,
+        principal: Principal = Depends(auth.require),
+        state: Annotated[WorkspaceState | None, Query()] = None,
     ) -> list[dict[str, Any]]:
         row = await visible_spec(principal, rand_id)
         return [
@@ -183,7 +214,7 @@ def batches_router(
                 "startedAt": _iso(w["started_at"]),
                 "error": w["failure_message"],
             }
-            for w in await service.workspaces(row.id)
+            for w in await service.workspaces(row.id, state)
         ]
 
     async def own_local_spec(principal: Principal, rand_id: str) -> BatchSpecRow:

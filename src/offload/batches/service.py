@@ -8,8 +8,10 @@ from typing import Any
 
 from offload.batches import changesets as cs
 from offload.batches.execution import secret_names
+from offload.batches.provenance import Provenance, log_json
 from offload.batches.queue import SPEC as EXECUTION
 from offload.batches.queue import BatchQueue
+from offload.batches.results import loaded_diff
 from offload.batches.spec import BatchSpec
 from offload.batches.specsubmission import Submission, read_submission
 from offload.batches.specworkers import SpecWorkers, remember, shared
@@ -82,6 +84,30 @@ def _flag(row: Mapping[str, Any]) -> str:
     return "cached" if row["cached_result_found"] else ""
 
 
+def _changeset_json(spec: ChangesetSpecRow) -> dict[str, Any]:
+    """A changeset spec in full: a diff that is not UTF-8 also comes as its exact bytes."""
+    diff = loaded_diff(spec.diff)
+    exact = spec.diff if not spec.diff.startswith("base64:") else None
+    return {
+        "specId": spec.id,
+        "repo": spec.repo_name,
+        "kind": spec.kind,
+        "externalId": spec.external_id,
+        "baseRef": spec.base_ref,
+        "baseRev": spec.base_rev,
+        "branch": spec.head_ref,
+        "title": spec.title,
+        "body": spec.body,
+        "commitMessage": spec.commit_message,
+        "author": {"name": spec.author_name, "email": spec.author_email},
+        "published": spec.published,
+        "diff": exact if exact is not None else diff.decode("utf-8", errors="replace"),
+        "diffBase64": None if exact is not None else spec.diff[len("base64:") :],
+        "added": spec.diff_added,
+        "deleted": spec.diff_deleted,
+    }
+
+
 def workspace_state(row: dict[str, Any]) -> str:
     """One word for a workspace: ignored, skipped, cached, or its job's state."""
     return _flag(row) or str(row["state"] or "pending")
@@ -109,6 +135,7 @@ class BatchService:
         self.executions = SqlQueueStore(db, EXECUTION, clock=self.clock)
         self.queue = BatchQueue(db, self.executions)
         self.reconciler = SqlQueueStore(db, cs.SPEC, clock=self.clock)
+        self.provenance = Provenance(db, self.store, self.executions, secrets)
 
     # -- specs ------------------------------------------------------------------------------
 
@@ -193,10 +220,11 @@ class BatchService:
         )
         return [int(r["id"]) for r in rows]
 
-    async def workspaces(self, spec_id: int) -> list[dict[str, Any]]:
-        """Every workspace of a spec with its state."""
+    async def workspaces(self, spec_id: int, state: str | None = None) -> list[dict[str, Any]]:
+        """Every workspace of a spec with its state (only those in `state`, if given)."""
         rows = await self.db.fetch(_WORKSPACE_STATES, {"spec": spec_id})
-        return [{**r, "state": workspace_state(r)} for r in rows]
+        every = ({**r, "state": workspace_state(r)} for r in rows)
+        return [w for w in every if state is None or w["state"] == state]
 
     async def progress(self, rand_id: str) -> dict[str, Any]:
         """Where a spec is: resolution, then workspace states; `done` once nothing will run."""
@@ -276,6 +304,17 @@ class BatchService:
             "operations": [op.to_json() for op in plan.operations],
             "counts": plan.counts(),
         }
+
+    async def changesets(self, rand_id: str, *, after: int, limit: int) -> list[dict[str, Any]]:
+        """A spec's changeset specs in full (rendered title, body, commit message, diff), by
+        id after `after`: the preview leaves these out, as a spec may have tens of thousands."""
+        row = await self.spec_row(rand_id)
+        rows = await self.db.fetch(
+            "SELECT * FROM changeset_specs WHERE batch_spec_id = :s AND id > :after "
+            "ORDER BY id LIMIT :limit",
+            {"s": row.id, "after": after, "limit": limit},
+        )
+        return [_changeset_json(ChangesetSpecRow.from_row(r)) for r in rows]
 
     async def apply(self, rand_id: str) -> dict[str, Any]:
         """Make a spec its batch change's current one and queue every changeset that changes."""
@@ -424,23 +463,30 @@ class BatchService:
     ) -> list[dict[str, Any]]:
         """The execution logs of a spec's workspaces (those of `repo` only, if given)."""
         row = await self._spec_for(user, name, spec)
+        chosen = [w for w in await self.workspaces(row.id) if not repo or w["repo_name"] == repo]
+        # Those the step cache answered (in part) show the run that produced their results.
+        cached = {int(w["id"]) for w in chosen if w["cached_steps"]}
+        producers = (
+            await self.provenance.producers(
+                row, [w for w in await self.store.workspaces(row.id) if w.id in cached]
+            )
+            if cached
+            else {}
+        )
         out = []
-        for w in await self.workspaces(row.id):
-            if repo and w["repo_name"] != repo:
-                continue
+        for w in chosen:
             entries: list[LogEntry] = (
                 await self.executions.logs(int(w["job_id"])) if w["job_id"] else []
             )
+            producer = producers.get(int(w["id"]))
             out.append(
                 {
                     "repo": w["repo_name"],
                     "path": w["path"],
                     "state": w["state"],
                     "error": w["failure_message"],
-                    "logs": [
-                        {"key": e.key, "command": e.command, "exitCode": e.exit_code, "out": e.out}
-                        for e in entries
-                    ],
+                    "logs": [log_json(e) for e in entries],
+                    "cachedFrom": producer.to_json() if producer is not None else None,
                 }
             )
         return out

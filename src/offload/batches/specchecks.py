@@ -1,4 +1,4 @@
-"""Checks a batch spec must pass beyond its schema: templates, globs, required sections."""
+"""Checks beyond a batch spec's schema: templates, globs, search queries, required sections."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from offload.batches import template
 from offload.batches.spec import SpecError
 from offload.batches.specsource import SpecSource, format_path
+from offload.repos.search_query import QueryError, parse_query
 
 _Field = tuple[list[str | int], str]
 
@@ -25,6 +26,7 @@ def semantic_errors(source: SpecSource, data: dict[str, Any]) -> list[SpecError]
         errors.append(source.error(["steps"], message, source.key_position(["steps"])))
     errors += _glob_errors(source, data)
     errors += _template_errors(source, data)
+    errors += _query_errors(source, data)
     return errors
 
 
@@ -72,6 +74,24 @@ def _glob_errors(source: SpecSource, data: dict[str, Any]) -> list[SpecError]:
         if problem:
             message = f"invalid glob {json.dumps(glob)}: {problem}"
             errors.append(source.error(path, message, source.key_position(key)))
+    return errors
+
+
+def _query_errors(source: SpecSource, data: dict[str, Any]) -> list[SpecError]:
+    """Search queries the resolver could not run, at the character in the file at fault."""
+    entries = data.get("on")
+    errors = []
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        query = entry.get("repositoriesMatchingQuery") if isinstance(entry, dict) else None
+        if not isinstance(query, str):
+            continue  # the schema says what is wrong with it
+        try:
+            parse_query(query)
+        except QueryError as exc:
+            path: list[str | int] = ["on", i, "repositoriesMatchingQuery"]
+            offset = min(exc.column - 1, len(query))
+            message = f"invalid search query: {exc.message}"
+            errors.append(source.error(path, message, source.text_position(path, offset)))
     return errors
 
 

@@ -21,6 +21,12 @@ from ruamel.yaml.scanner import RoundTripScanner
 
 from offload.batches.spec import SpecError, SpecErrors
 
+# Search queries (on[].repositoriesMatchingQuery): checked where the spec is parsed, by the
+# parser the resolver runs too, which keeps its limits (repos/ cannot import batches/).
+from offload.repos.search_query import MAX_QUERY_CHARS as MAX_QUERY_CHARS
+from offload.repos.search_query import MAX_QUERY_DEPTH as MAX_QUERY_DEPTH
+from offload.repos.search_query import MAX_QUERY_PATTERNS as MAX_QUERY_PATTERNS
+
 MiB = 1024 * 1024
 
 # The spec's YAML, in characters.

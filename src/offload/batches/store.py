@@ -361,16 +361,23 @@ class BatchStore:
         )
         return {r["key"]: decode_json(r["value"]) for r in rows}
 
-    async def cache(self, user: str, entries: Mapping[str, Any]) -> None:
-        """Store step results by key (a newer result replaces an older one)."""
+    async def cache(
+        self, user: str, entries: Mapping[str, Any], *, job_id: int | None = None
+    ) -> None:
+        """Store step results by key, written by workspace job `job_id` (a newer result
+        replaces an older one)."""
         if not entries:
             return
         now = self.clock.now()
         await self.db.executemany(
-            "INSERT INTO batch_step_cache (user_name, key, value, created_at) "
-            "VALUES (:user, :key, :value, :now) ON CONFLICT (user_name, key) "
-            "DO UPDATE SET value = excluded.value, created_at = excluded.created_at",
-            [{"user": user, "key": k, "value": v, "now": now} for k, v in entries.items()],
+            "INSERT INTO batch_step_cache (user_name, key, value, created_at, job_id) "
+            "VALUES (:user, :key, :value, :now, :job) ON CONFLICT (user_name, key) "
+            "DO UPDATE SET value = excluded.value, created_at = excluded.created_at, "
+            "job_id = excluded.job_id",
+            [
+                {"user": user, "key": k, "value": v, "now": now, "job": job_id}
+                for k, v in entries.items()
+            ],
         )
 
     # -- changeset specs --------------------------------------------------------------------

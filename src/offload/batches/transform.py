@@ -24,13 +24,20 @@ from offload.secrets.store import Secrets, UnknownSecret, placeholder
 
 
 def run_commands(index: int, path: str) -> list[str]:
-    """The run step's wrapper, from the workspace's directory inside the checkout."""
+    """The run step's wrapper, from the workspace's directory inside the checkout.
+
+    The script runs with the executor's shell for the image ($OFFLOAD_SHELL: bash when it has
+    one); its stdout goes through `tee .out` to the log's stdout, its stderr through
+    `tee .err` to the log's stderr. The redirections sit on the script's own command: a
+    shell writes a command's `set -x` trace before it applies the command's redirections, so
+    the wrapper's trace reaches the log only, never .out or .err.
+    """
     up = "../" * (1 + len([p for p in path.split("/") if p]))
     base = f"{up}{BATCH_DIR}/step{index}"
     return [
         f'if [ -e {base}.skip ]; then echo "step {index} skipped"; exit 0; fi',
-        f"{{ {{ /bin/sh {base}.sh; echo $? > {base}.exit; }} | tee {base}.out; }} "
-        f"3>&1 1>&2 2>&3 | tee {base}.err",
+        f'{{ {{ "${{OFFLOAD_SHELL:-/bin/sh}}" {base}.sh 2>&1 1>&3 3>&-; echo $? > {base}.exit; }} '
+        f"| tee {base}.err 1>&2; }} 3>&1 | tee {base}.out",
         f'exit "$(cat {base}.exit)"',
     ]
 
@@ -111,4 +118,4 @@ async def finish(
     row = await store.spec(int(record.fields["batch_spec_id"]))
     if workspace is None or row is None:
         raise ResultError("its batch spec or workspace no longer exists")
-    await Results(db, secrets, store).record(row, workspace, logs, ok)
+    await Results(db, secrets, store).record(row, workspace, logs, ok, job_id=record.id)

@@ -423,6 +423,9 @@ batch_step_cache = Table(
     Column("key", String(128), nullable=False),
     Column("value", JSONType, nullable=False),
     Column("created_at", TIME, nullable=False),
+    # The batch_workspace_jobs row whose run wrote it (NULL: written before 0012), so the logs
+    # of a workspace the cache answered can show that run's.
+    Column("job_id", BigInteger),
     UniqueConstraint("user_name", "key", name="batch_step_cache_user_key"),
     # batches.spec-expirer deletes the oldest entries.
     Index("batch_step_cache_created_idx", "created_at"),

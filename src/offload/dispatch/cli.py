@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from offload import terminal
 from offload.apicall import api, call, fail
 
 executors_app = typer.Typer(
@@ -17,7 +15,10 @@ executors_app = typer.Typer(
 )
 # Its help is the callback's docstring (records per queue, grants, examples).
 queues_app = typer.Typer(invoke_without_command=True)
-out = Console()
+out = terminal.stdout()
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document: the API's list of objects.")
+]
 STATES = ("queued", "processing", "completed", "errored", "failed", "canceled")
 
 
@@ -47,29 +48,34 @@ def token(
 
 
 @executors_app.command("list")
-def list_executors(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per executor.")] = False,
-) -> None:
+def list_executors(as_json: AsJson = False) -> None:
     """List executors: versions, runtime, queues, and whether they are active (site admins).
 
     Examples:
 
         offload executors list
 
-        offload executors list --json | jq -r 'select(.active | not) | .hostname'
+        offload executors list --json | jq -r '.[] | select(.active | not) | .hostname'
     """
     executors: list[dict[str, Any]] = api(lambda c: call(c, "GET", "/api/executors"))
     if as_json:
-        for e in executors:
-            print(json.dumps(e))
+        terminal.write_json(executors)
         return
     now = datetime.now(UTC)
-    table = Table(
-        "executor", "state", "queues", "runtime", "version", "git", "os/arch", "last seen"
+    listing = terminal.Listing(
+        "executor",
+        "state",
+        "queues",
+        "runtime",
+        "version",
+        "git",
+        "os/arch",
+        "last seen",
+        whole={"executor", "queues", "version"},
     )
     for e in executors:
         ago = (now - datetime.fromisoformat(e["lastSeenAt"])).total_seconds()
-        table.add_row(
+        listing.add(
             e["hostname"],
             "active" if e["active"] else "inactive",
             ",".join(e["queues"]),
@@ -79,16 +85,18 @@ def list_executors(
             f"{e['os']}/{e['architecture']}",
             f"{ago:.0f}s ago",
         )
-    out.print(table)
+    listing.show(out)
 
 
 @queues_app.callback()
-def queues(ctx: typer.Context) -> None:
+def queues(ctx: typer.Context, as_json: AsJson = False) -> None:
     """Show every queue: records per state and how long the oldest queued one has waited.
 
     Examples:
 
         offload queues
+
+        offload queues --json | jq '.[] | {queue, queued: .counts.queued}'
 
         offload queues grant gpu --org ml
 
@@ -96,15 +104,19 @@ def queues(ctx: typer.Context) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    table = Table("queue", *STATES, "oldest queued")
-    for q in api(lambda c: call(c, "GET", "/api/queues")):
+    found: list[dict[str, Any]] = api(lambda c: call(c, "GET", "/api/queues"))
+    if as_json:
+        terminal.write_json(found)
+        return
+    listing = terminal.Listing("queue", *STATES, "oldest queued", whole={"queue"})
+    for q in found:
         age = q["oldest_queued_seconds"]
-        table.add_row(
+        listing.add(
             q["queue"],
             *(str(q["counts"].get(s, 0)) for s in STATES),
             f"{age:.1f}s" if age is not None else "-",
         )
-    out.print(table)
+    listing.show(out)
 
 
 def _namespace(org: str | None, user: str | None) -> str:
@@ -160,14 +172,19 @@ def revoke(queue: str, org: Org = None, user: User = None, network: Network = Fa
 
 
 @queues_app.command("grants")
-def grants() -> None:
+def grants(as_json: AsJson = False) -> None:
     """List the queue grants and the queues every namespace may use (site admins).
 
-    Example:
+    Examples:
 
         offload queues grants
+
+        offload queues grants --json | jq -r '.grants[] | select(.queue == "gpu") | .namespace'
     """
     found: dict[str, Any] = api(lambda c: call(c, "GET", "/api/queues/grants"))
+    if as_json:
+        terminal.write_json(found)
+        return
     out.print(f"open to every namespace: {', '.join(found['open'])}", highlight=False)
     for g in found["grants"]:
         out.print(

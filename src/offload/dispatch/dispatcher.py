@@ -111,8 +111,28 @@ class Dispatcher:
                 return leased
 
     async def lease(self, name: str, record: Record) -> Leased | None:
-        """The job of a record just leased from queue `name`, with its token; None if the
-        record cannot become a job (it is failed, with the reason)."""
+        """The job of a record just leased from queue `name`, with its token and its bundle;
+        None if the record cannot become a job (it is failed, with the reason)."""
+        job = await self._job(name, record)
+        if job is None:
+            return None
+        bundler = self.queues[name].bundler
+        companions = await bundler(record, job, self.db) if bundler is not None else None
+        if companions is not None and record.worker_hostname is not None:
+            more = await self.stores[name].dequeue_matching(
+                record.worker_hostname,
+                companions.condition,
+                companions.params,
+                limit=companions.limit,
+            )
+            for other in more:
+                if (member := await self._job(name, other)) is not None:
+                    job.bundle.append(member)
+        return Leased(job, record)
+
+    async def _job(self, name: str, record: Record) -> Job | None:
+        """The job of a leased record, with its token; None if it cannot become one (it is
+        failed, with the reason)."""
         try:
             job = await self.queues[name].transform(record, self.db)
         except (TransformError, LookupError) as exc:
@@ -127,7 +147,7 @@ class Dispatcher:
             return None
         job.token = await self.tokens.mint(record, job.repository_name)
         job.attempt = record.attempt
-        return Leased(job, record)
+        return job
 
     async def finish(self, queue: str, lease: Lease, verb: str, message: str = "") -> None:
         """Record a job's end (complete, errored, failed or release); NotOwned if not held."""

@@ -178,6 +178,7 @@ async def _connected(
             keep_workspaces=config.keep_workspaces,
             runtime_notice=runtime_line if runtime.name == "shell" else "",
             disks=disks,
+            max_runtime=config.max_runtime,
         )
 
         consumer = Consumer(

@@ -57,6 +57,8 @@ class Held:
     queue: str
     job_id: int
     token: str
+    # A job of another's bundle: the consumer loop does not know it, its handler reports it.
+    rider: bool = False
 
 
 def git_version() -> str:
@@ -95,6 +97,9 @@ class ExecutorClient:
         self.http = http or client(self.base_url, timeout=60.0)
         self._ids = itertools.count(1)
         self._held: dict[int, Held] = {}
+        # Bundled jobs the server no longer gives this executor ("lost") or wants stopped
+        # ("canceled"), by local id, as heartbeats tell; shared with the heartbeat twin.
+        self._stopped: dict[int, str] = {}
         self._git_version = git_version()
 
     async def close(self) -> None:
@@ -126,6 +131,7 @@ class ExecutorClient:
             queue_path=self.queue_path,
         )
         other._held = self._held
+        other._stopped = self._stopped
         return other
 
     @contextlib.asynccontextmanager
@@ -144,6 +150,23 @@ class ExecutorClient:
     def held(self, lease: Lease) -> Held:
         """The server-side identity of a local lease."""
         return self._held[lease.id]
+
+    def ride(self, job: Job) -> Lease:
+        """Hold a job that came in another's bundle: heartbeats keep it, its handler reports
+        it (its logs and outcome go out with its own id and token)."""
+        local = next(self._ids)
+        queue = job.queue or self.queues[0]
+        self._held[local] = Held(queue, job.id, job.token, rider=True)
+        return Lease(queue, local, self.name, job.token)
+
+    def forget(self, lease: Lease) -> None:
+        """Drop a bundled job the server no longer gives this executor."""
+        self._held.pop(lease.id, None)
+        self._stopped.pop(lease.id, None)
+
+    def stopped(self, lease: Lease) -> str:
+        """Why a bundled job must stop ("lost", "canceled"), or "" while it may go on."""
+        return self._stopped.get(lease.id, "")
 
     def _check(self, response: httpx.Response, what: str) -> None:
         if response.status_code == 401:
@@ -209,6 +232,7 @@ class ExecutorClient:
             failure_message=None,
             lease_token=job.token,
             fields={"job": job},
+            units=1 + len(job.bundle),
         )
         return [record]
 
@@ -231,8 +255,11 @@ class ExecutorClient:
 
     async def heartbeat(self, holder: str, ids: Sequence[int]) -> Heartbeat:
         """Report running jobs; learn which are lost and which to cancel."""
+        riders = [i for i, h in list(self._held.items()) if h.rider and i not in self._stopped]
         by_uid = {
-            f"{self._held[i].job_id}-{self._held[i].queue}": i for i in ids if i in self._held
+            f"{self._held[i].job_id}-{self._held[i].queue}": i
+            for i in [*ids, *riders]
+            if i in self._held
         }
         body = HeartbeatRequest(
             executor_name=holder,
@@ -248,6 +275,15 @@ class ExecutorClient:
         response = await self.http.post(path, json=body.dump(), headers=self._executor_headers())
         self._check(response, "heartbeat")
         answer = HeartbeatResponse.model_validate(response.json())
+        known = {by_uid[u] for u in answer.known_ids if u in by_uid}
+        canceled = {by_uid[u] for u in answer.cancel_ids if u in by_uid}
+        for rider in riders:
+            if rider not in self._held:
+                continue  # reported while the heartbeat was on its way
+            if rider not in known:
+                self._stopped[rider] = "lost"
+            elif rider in canceled:
+                self._stopped[rider] = "canceled"
         return Heartbeat(
             known_ids=sorted(by_uid[u] for u in answer.known_ids if u in by_uid),
             cancel_ids=sorted(by_uid[u] for u in answer.cancel_ids if u in by_uid),
@@ -293,7 +329,13 @@ class ExecutorClient:
         raise AssertionError("unreachable")
 
     async def _finish(self, lease: Lease, verb: str, extra: dict[str, Any] | None = None) -> None:
-        await self._job_call(lease, verb, extra)
+        try:
+            await self._job_call(lease, verb, extra)
+        finally:
+            if self._held.get(lease.id, Held("", 0, "")).rider:
+                # A rider is reported once, by its handler: whatever the answer, it is done.
+                self._held.pop(lease.id, None)
+                self._stopped.pop(lease.id, None)
         self._held.pop(lease.id, None)
 
     async def mark_complete(self, lease: Lease) -> State:

@@ -20,6 +20,9 @@ from offload.queue.record import Lease, LogEntry, NotOwned
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 1.0
+# How long the creation of a command's entry waits for the next commands' (seconds): the
+# commands of a short job go out in one request, and a reader sees them this much later.
+LINGER = 0.25
 
 
 class LogSink(Protocol):
@@ -112,8 +115,9 @@ class CommandLog:
     job's commands never wait on the server between them; `drain()` waits for them all (the
     job must drain before it is reported finished). An entry is created when its command
     ends, or after one flush interval if it runs longer: most commands take less time than
-    that, and are created finished in one request instead of a creation and an update; the
-    creations that queue up behind a request in flight go out together in one request.
+    that, and are created finished in one request instead of a creation and an update; a
+    creation lingers a moment (LINGER) for the ones after it, and the creations that queue up
+    go out together in one request.
     """
 
     def __init__(
@@ -123,6 +127,7 @@ class CommandLog:
         redactor: Redactor,
         *,
         interval: float = FLUSH_INTERVAL,
+        linger: float = LINGER,
         header: str = "",
         output_limit: int = 0,
     ) -> None:
@@ -130,6 +135,9 @@ class CommandLog:
         self.lease = lease
         self.redactor = redactor
         self.interval = interval
+        self.linger = linger
+        # Set by drain(): from then on nothing lingers.
+        self._draining = asyncio.Event()
         # The first line of the job's first entry (which job, which attempt, where).
         self._header = header
         # Bytes of output all commands together may write (0: no limit).
@@ -163,6 +171,9 @@ class CommandLog:
 
     async def _write_pending(self) -> None:
         while self._pending:
+            if self._pending[0].create and self.linger > 0 and not self._draining.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._draining.wait(), self.linger)
             batch = [self._pending.popleft()]
             while (
                 batch[0].create
@@ -205,6 +216,7 @@ class CommandLog:
 
     async def drain(self) -> None:
         """Wait until every write made so far has ended; raise the first one that failed."""
+        self._draining.set()
         if self._writer is not None:
             await asyncio.shield(self._writer)
         if self._failure is not None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from offload.config import parse_duration, parse_queue_names
+from offload.executor.datadir import default_data_dir, is_default
 from offload.executor.runtimes.base import Limits
 from offload.executor.runtimes.registry import RUNTIMES, RuntimeSettings
 from offload.protocol.wire import MAX_LABEL, MAX_NAME, MAX_QUEUES
@@ -220,13 +221,6 @@ class _Reader:
         return _BOOLEANS[text.lower()]
 
 
-def default_data_dir() -> Path:
-    """Where an executor keeps its image store: /var/lib when root, else the user's data dir."""
-    if os.geteuid() == 0:
-        return Path("/var/lib/offload-executor")
-    return Path.home() / ".local" / "share" / "offload-executor"
-
-
 @dataclass(frozen=True)
 class ExecutorConfig:
     """Everything an executor needs to know, from EXECUTOR_* variables."""
@@ -256,6 +250,9 @@ class ExecutorConfig:
     # This start of the executor: names its workspace directory, its lock and its cgroups,
     # so that the next start can tell what a dead run left (executor/rundir.py).
     run_id: str = field(default_factory=lambda: new_run_id("executor"))
+    # Whether `offload executor images` finds data_dir without --data-dir (datadir.py): the
+    # import a missing image's error suggests names it only when it must.
+    data_dir_is_default: bool = False
 
     def limits(self) -> Limits:
         """The limits every step of this executor runs under."""
@@ -274,7 +271,11 @@ class ExecutorConfig:
 
     def runtime_settings(self) -> RuntimeSettings:
         """What the runtimes need of this config (images under the data dir)."""
-        return RuntimeSettings(images_dir=self.data_dir / "images", cgroup_owner=self.run_id)
+        return RuntimeSettings(
+            images_dir=self.data_dir / "images",
+            cgroup_owner=self.run_id,
+            images_data_dir=None if self.data_dir_is_default else self.data_dir,
+        )
 
     @classmethod
     def from_env(
@@ -373,6 +374,7 @@ class ExecutorConfig:
         if problems:
             raise cannot_start(problems)
         assert token is not None
+        directory = Path(data_dir[1]) if data_dir else default_data_dir()
         executor = name[1] if name else f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         return cls(
             frontend_url=url,
@@ -384,7 +386,8 @@ class ExecutorConfig:
             job_cpus=cpus,
             job_memory=memory,
             keep_workspaces=keep,
-            data_dir=Path(data_dir[1]) if data_dir else default_data_dir(),
+            data_dir=directory,
+            data_dir_is_default=is_default(directory, env),
             name=executor,
             heartbeat_interval=heartbeat,
             poll_wait=poll_wait,

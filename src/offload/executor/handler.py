@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from offload.executor import workspace
+from offload.executor import bundle, workspace
 from offload.executor.client import RETRIES, ExecutorClient
 from offload.executor.cmdlog import Command, CommandLog, OutputLimitReached
 from offload.executor.disks import Disk, Disks
@@ -40,7 +40,7 @@ from offload.executor.runtimes.base import (
 )
 from offload.protocol.wire import DockerStep, Job, StepMount
 from offload.queue.consumer import JobFailed
-from offload.queue.record import Record
+from offload.queue.record import Lease, NotOwned, Record
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ TOKEN_REPLACEMENT = "SECRET_REMOVED"
 _CHDIR = 'cd -- "$1" && shift && exec "$@"'
 # HOME of the git commands that run as the step uid: root's home is not theirs to read.
 _NO_HOME = "/nonexistent"
+# Seconds between looks at whether a bundled job was canceled or lost (heartbeats tell).
+_RIDER_POLL = 0.5
 # A step throttled less than this (seconds, as the kernel counts) gets no note in its log.
 _THROTTLE_NOTE = 0.1
 
@@ -161,6 +163,8 @@ class HandlerSettings:
     kill_grace: float = 10.0
     # Size-limited filesystems for workspaces (None: workspaces go in `workspaces`, unlimited).
     disks: Disks | None = None
+    # Each job of a bundle gets this long (seconds; None: no limit), as a job on its own would.
+    max_runtime: float | None = None
 
 
 class JobHandler:
@@ -172,12 +176,27 @@ class JobHandler:
         self.settings = settings
 
     async def handle(self, record: Record) -> None:
-        """Run the job in `record` end to end; raise to error or fail it."""
+        """Run the job in `record` (and its bundle) end to end; raise to error or fail it."""
         job = record.fields["job"]
         if not isinstance(job, Job):
             raise JobFailed(f"malformed job payload: {job!r}")
+        disks = self.settings.disks
+        disk = await disks.acquire() if disks is not None else None
+        try:
+            parent = disk.path if disk is not None else self.settings.workspaces
+            if not job.bundle:
+                await self._job(job, record.lease, parent, disk)
+            else:
+                await self._bundle(job, record.lease, parent, disk)
+        finally:
+            if disks is not None and disk is not None:
+                disks.release(disk)
+
+    async def _job(
+        self, job: Job, lease: Lease, parent: Path, disk: Disk | None, base: _Base | None = None
+    ) -> None:
+        """Run one job in a workspace of its own (its checkout copied from `base`, if given)."""
         steps = plan(job)
-        lease = record.lease
         held = self.client.held(lease)
         redactor = Redactor(
             {
@@ -194,18 +213,10 @@ class JobHandler:
             header=header,
             output_limit=self.settings.limits.output_bytes,
         )
-        disks = self.settings.disks
-        disk = await disks.acquire() if disks is not None else None
-        try:
-            parent = disk.path if disk is not None else self.settings.workspaces
-            root = workspace.create(parent, job, owner=self._owner())
-        except BaseException:
-            if disks is not None and disk is not None:
-                disks.release(disk)
-            raise
+        root = workspace.create(parent, job, owner=self._owner())
         try:
             try:
-                await self._run(job, steps, root, logs, disk)
+                await self._run(job, steps, root, logs, disk, base)
             finally:
                 # Every log write lands before the job is reported finished.
                 await asyncio.shield(logs.drain())
@@ -218,8 +229,84 @@ class JobHandler:
                 log.info("keeping the workspace of job %s at %s", job.id, root)
             else:
                 workspace.remove(root)
-                if disks is not None and disk is not None:
-                    disks.release(disk)
+
+    async def _bundle(self, job: Job, lease: Lease, parent: Path, disk: Disk | None) -> None:
+        """Run `job`, then each job of its bundle, from one checkout; each is reported on
+        its own and fails alone. `job`'s own outcome is raised last."""
+        riders = [(member, self.client.ride(member)) for member in job.bundle]
+        waiting = {rider_lease.id: rider_lease for _, rider_lease in riders}
+        root = workspace.create(parent, job, owner=self._owner())
+        base = _Base(bundle.checkout_job(job), root, size=1 + len(job.bundle))
+        try:
+            failure: BaseException | None = None
+            try:
+                await self._job(job, lease, parent, disk, base)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                failure = exc
+            for member, rider_lease in riders:
+                await self._rider(member, rider_lease, parent, disk, base)
+                del waiting[rider_lease.id]
+            if failure is not None:
+                raise failure
+        finally:
+            # A bundle stopped early (canceled, lost, shutting down) hands back what it did
+            # not start, so that other executors take it now.
+            for rider_lease in waiting.values():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.client.release(rider_lease))
+            if not self.settings.keep_workspaces:
+                workspace.remove(base.root)
+
+    async def _rider(
+        self, job: Job, lease: Lease, parent: Path, disk: Disk | None, base: _Base
+    ) -> None:
+        """Run and report one job of a bundle; its failure is its own."""
+        why = bundle.mismatch(base.job, job) or (
+            f"the checkout it shares with job {base.job.id} failed: {base.failure}"
+            if base.failure
+            else ""
+        )
+        task = asyncio.ensure_future(
+            self._job(job, lease, parent, disk, base) if not why else _refuse(why)
+        )
+        stop = ""
+        try:
+            async with asyncio.timeout(self.settings.max_runtime):
+                while not task.done():
+                    await asyncio.wait({task}, timeout=_RIDER_POLL)
+                    if not task.done() and (stop := self.client.stopped(lease)):
+                        task.cancel()
+        except TimeoutError:
+            stop = "timeout"
+            task.cancel()
+        finally:
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        try:
+            if stop == "lost":
+                log.warning("heartbeat lost job %s of a bundle; abandoning it", job.id)
+                self.client.forget(lease)
+            elif stop == "canceled":
+                await self.client.mark_failed(lease, "canceled on request")
+            elif stop == "timeout":
+                await self.client.mark_errored(
+                    lease,
+                    f"job exceeded its maximum runtime of {self.settings.max_runtime:g}s "
+                    "(EXECUTOR_MAXIMUM_RUNTIME_PER_JOB)",
+                )
+            elif (exc := task.exception()) is None:
+                await self.client.mark_complete(lease)
+            elif isinstance(exc, JobFailed):
+                await self.client.mark_failed(lease, str(exc) or type(exc).__name__)
+            else:
+                log.info("job %s of a bundle errored: %r", job.id, exc)
+                await self.client.mark_errored(lease, f"{type(exc).__name__}: {exc}")
+        except NotOwned as exc:
+            log.warning("%s", exc)
 
     def _owner(self) -> tuple[int, int] | None:
         """The host uid and gid steps run as, when not this process's own: they own the
@@ -236,13 +323,16 @@ class JobHandler:
         root: Path,
         logs: CommandLog,
         disk: Disk | None,
+        base: _Base | None = None,
     ) -> None:
         if self.settings.runtime_notice:
             async with logs.command("setup.runtime", [self.runtime.name]) as note:
                 note.note(self.settings.runtime_notice)
                 note.exit_code = 0
-        if job.repository_name:
+        if job.repository_name and base is None:
             await self._checkout(job, root, logs)
+        elif job.repository_name and base is not None:
+            await self._copy(base, job, root, logs)
         if job.files:
             async with logs.command("setup.files", ["write", *job.files]) as files:
                 workspace.write_files(root, job)
@@ -276,6 +366,8 @@ class JobHandler:
             f"step.{self.runtime.name}.{planned.key}", docker_step.commands
         ) as command:
             workspace.inside(root, docker_step.dir)
+            shell = await self.runtime.shell(docker_step.image or None)
+            command.note(f"offload: {shell.started(planned.key)}")
             step = Step(
                 key=planned.key,
                 script=workspace.write_script(root, job, planned.index, docker_step.commands),
@@ -287,6 +379,7 @@ class JobHandler:
                     "OFFLOAD_JOB_ATTEMPT": str(job.attempt),
                 },
                 mounts=tuple(mount_of(root, planned.key, m) for m in docker_step.mounts),
+                shell=shell.path,
             )
             try:
                 argv = self.runtime.command(step, root, limits, run_id)
@@ -305,6 +398,8 @@ class JobHandler:
             )
             if failure:
                 command.note(f"offload: {failure}")
+            elif code != 0 and (hint := shell.failed(planned.key)):
+                command.note(f"offload: {hint}")
             if process.outcome.throttled >= _THROTTLE_NOTE:
                 command.note(
                     f"offload: the {named('cpu', limits.cpus)} held the step back "
@@ -384,6 +479,34 @@ class JobHandler:
         finally:
             await proxy.close()
 
+    async def _copy(self, base: _Base, job: Job, root: Path, logs: CommandLog) -> None:
+        """The job's checkout made from its bundle's: the base is checked out by the first
+        job that needs it; every job gets its own git directory and files from it."""
+        base_repo = workspace.inside(base.root, base.job.repository_directory or ".")
+        if not base.ready:
+            try:
+                await self._checkout(base.job, base.root, logs)
+            except BaseException as exc:
+                base.failure = str(exc) or type(exc).__name__
+                raise
+            bundle.seal_objects(base_repo / ".git")
+            base.ready = True
+        repo_dir = workspace.inside(root, job.repository_directory or ".")
+        repo_dir.mkdir(parents=True, exist_ok=True)
+        workspace.give(root, repo_dir)
+        owner = self._owner()
+        async with logs.command("setup.bundle", ["copy", f"job {base.job.id}"]) as note:
+            bundle.copy_git_dir(base_repo, repo_dir, job.sparse_checkout, owner)
+            note.note(
+                f"offload: checked out once for the {base.size} jobs of job "
+                f"{base.job.id}'s bundle; this job's files come from that checkout"
+            )
+            note.exit_code = 0
+        env = {**workspace.git_env(), **({"HOME": _NO_HOME} if owner else {})}
+        code = await self._git("setup.git.read-tree", bundle.read_tree(repo_dir), logs, env, owner)
+        if code != 0:
+            raise StepFailed(f"setup.git.read-tree failed with exit code {code}; see its log")
+
     async def _git(
         self,
         key: str,
@@ -412,6 +535,21 @@ class JobHandler:
                 return code
             await asyncio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns")
+
+
+@dataclass
+class _Base:
+    """The checkout a bundle's jobs share: checked out by the first job that runs."""
+
+    job: Job
+    root: Path
+    size: int
+    ready: bool = False
+    failure: str = ""
+
+
+async def _refuse(why: str) -> None:
+    raise JobFailed(f"this job cannot run in its bundle: {why}")
 
 
 def _write_within_limit(command: Command, line: str) -> None:

@@ -14,6 +14,8 @@ import lzma
 import os
 import re
 import shutil
+import stat
+import struct
 import tarfile
 import tempfile
 import uuid
@@ -23,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+from offload.executor.datadir import data_dir_flag
 from offload.executor.runtimes.base import WORKSPACE_MOUNT, ImageNotFound, RuntimeUnavailable
 
 # Every layout in the store holds one image under this ref; the user's name lives in refs/.
@@ -35,6 +38,8 @@ _HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9-]+)*(?::[0
 _REPOSITORY = re.compile(rf"^(?:{_HOST}/)?{_COMPONENT}(?:/{_COMPONENT})*$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-fA-F0-9]{32,}$")
+# What names a layout and a bundle on disk: only this, so a ref can point nowhere else.
+_HEX = re.compile(r"^[a-f0-9]{32,128}$")
 
 
 def normalize(name: str) -> str:
@@ -56,9 +61,17 @@ def normalize(name: str) -> str:
     return f"{repository}:{tag or 'latest'}"
 
 
-def import_hint(name: str) -> str:
-    """What to run to make `name` available without a registry."""
-    return f"import it with `offload executor images import {name} TARBALL_OR_DIR`"
+def import_hint(name: str, data_dir: Path | None = None) -> str:
+    """What to run to make `name` available without a registry, in the store of `data_dir`
+    (None: the store `offload executor images` finds by default)."""
+    return (
+        f"import it with `offload executor images import{data_dir_flag(data_dir)} "
+        f"{name} TARBALL_OR_DIR`"
+    )
+
+
+class ImageInUse(RuntimeError):
+    """A running step uses the image's root filesystem; the message says which and what to do."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,9 @@ class Image:
     digest: str
     source: str
     unpacked: bool
+    # Bytes of its layout (layers as stored, config, manifest), and when it was stored (UTC).
+    size: int = 0
+    imported: str = ""
 
 
 class ImageStore:
@@ -88,8 +104,12 @@ class ImageStore:
         pull: bool = True,
         pull_timeout: float = 600.0,
         mountpoints: Sequence[str] = MOUNTPOINTS,
+        data_dir: Path | None = None,
     ) -> None:
         self.root = root
+        # The --data-dir that names this store to `offload executor images` (None: found by
+        # default), so that the import an error suggests lands where this store looks.
+        self.data_dir = data_dir
         self.umoci = umoci
         self.skopeo = skopeo
         self._pull = pull
@@ -99,6 +119,7 @@ class ImageStore:
     async def import_image(self, name: str, source: Path) -> Image:
         """Store `source` (rootfs tarball or directory, OCI layout or archive) as `name`."""
         name = normalize(name)
+        source = await asyncio.to_thread(source.absolute)
         async with self._scratch() as scratch:
             layout = scratch / "layout"
             kind = await asyncio.to_thread(_source_kind, source)
@@ -123,7 +144,7 @@ class ImageStore:
         if shutil.which(self.skopeo) is None:
             raise RuntimeUnavailable(
                 f"cannot pull {name}: skopeo is not installed (apt-get install skopeo); "
-                f"or {import_hint(name)}"
+                f"or {import_hint(name, self.data_dir)}"
             )
         async with self._scratch() as scratch:
             layout = scratch / "layout"
@@ -136,7 +157,7 @@ class ImageStore:
             except RuntimeError as exc:
                 raise ImageNotFound(
                     f"image {name} is not in the image store {self.root} and pulling it "
-                    f"failed ({exc}); {import_hint(name)}"
+                    f"failed ({exc}); {import_hint(name, self.data_dir)}"
                 ) from None
             return self._publish(name, layout, source=f"docker://{name}")
 
@@ -152,7 +173,7 @@ class ImageStore:
                     if not self._pull:
                         raise ImageNotFound(
                             f"image {name} is not in the image store {self.root} and this "
-                            f"executor does not pull images; {import_hint(name)}"
+                            f"executor does not pull images; {import_hint(name, self.data_dir)}"
                         )
                     await self.pull(name)
         return await self.unpack(name)
@@ -164,6 +185,7 @@ class ImageStore:
         bundle = self._bundle(digest)
         if bundle.is_dir():
             _passable(bundle)  # unpacked by an older offload, 0700
+            _lockable(bundle / "rootfs")
             return bundle / "rootfs"
         async with self._locked(f"unpack-{_hex(digest)}"):
             if bundle.is_dir():
@@ -201,10 +223,54 @@ class ImageStore:
         for path in sorted((self.root / "refs").glob("*.json")):
             ref = self._ref(unquote(path.stem))
             if ref is not None:
-                digest = ref["digest"]
-                unpacked = self._bundle(digest).is_dir()
-                images.append(Image(ref["name"], digest, ref.get("source", ""), unpacked))
+                images.append(self._image(ref))
         return sorted(images, key=lambda image: image.name)
+
+    def in_use(self, digest: str) -> bool:
+        """Whether a running step has the image's root filesystem as its root.
+
+        The sandbox runtime's bubblewrap holds a read lock on the root it runs on
+        (`--lock-file /`) for as long as the step's namespaces live; this asks the kernel.
+        """
+        return _read_locked(self._bundle(digest) / "rootfs")
+
+    async def remove(self, name: str) -> Image:
+        """Forget `name`; its layout and unpacked rootfs go too unless another name shares them.
+
+        ImageNotFound when the store has no such image; ImageInUse, changing nothing, while a
+        running step uses its rootfs.
+        """
+        name = normalize(name)
+        missing = ImageNotFound(
+            f"image {name} is not in the image store {self.root}; "
+            f"`offload executor images list{data_dir_flag(self.data_dir)}` shows the images it has"
+        )
+        if self._ref(name) is None:
+            raise missing
+        async with self._locked(f"ref-{_key(name)}"):
+            ref = self._ref(name)
+            if ref is None:
+                raise missing
+            image = self._image(ref)
+            async with self._locked(f"unpack-{_hex(image.digest)}"):
+                self._refuse_in_use(image)
+                shared = any(
+                    other.digest == image.digest and other.name != name for other in self.list()
+                )
+                async with self._scratch() as scratch:
+                    bundle = self._bundle(image.digest)
+                    if not shared and bundle.is_dir():
+                        # Moved aside first: a step that started since the check holds its lock
+                        # on the same directory, and one starting now finds no rootfs to bind.
+                        bundle.rename(scratch / "bundle")
+                        if _read_locked(scratch / "bundle" / "rootfs"):
+                            (scratch / "bundle").rename(bundle)
+                            self._refuse_in_use(image, running=True)
+                    (self.root / "refs" / f"{_key(name)}.json").unlink()
+                    layout = self.root / "layouts" / _hex(image.digest)
+                    if not shared and layout.is_dir():
+                        layout.rename(scratch / "layout")
+        return image
 
     # -- internals -------------------------------------------------------------------------
 
@@ -234,21 +300,44 @@ class ImageStore:
         partial = refs / f".{_key(name)}.{uuid.uuid4().hex}"
         partial.write_text(json.dumps(ref))
         partial.replace(refs / f"{_key(name)}.json")
-        return Image(name, digest, source, self._bundle(digest).is_dir())
+        return self._image(ref)
 
     def _ref(self, name: str) -> dict[str, str] | None:
+        """The stored ref of `name`; None when missing, unreadable or pointing nowhere valid."""
         try:
             path = self.root / "refs" / f"{_key(name)}.json"
             ref: dict[str, str] = json.loads(path.read_text())
-        except (OSError, ValueError):
+            _hex(ref["digest"])
+        except (OSError, ValueError, KeyError, TypeError):
             return None
         return ref
+
+    def _image(self, ref: dict[str, str]) -> Image:
+        digest = ref["digest"]
+        blobs = self.root / "layouts" / _hex(digest)
+        size = sum(p.lstat().st_size for p in blobs.rglob("*") if p.is_file())
+        return Image(
+            ref["name"],
+            digest,
+            ref.get("source", ""),
+            self._bundle(digest).is_dir(),
+            size=size,
+            imported=ref.get("stored", ""),
+        )
+
+    def _refuse_in_use(self, image: Image, *, running: bool = False) -> None:
+        if running or self.in_use(image.digest):
+            raise ImageInUse(
+                f"image {image.name} is in use by a running step (its rootfs "
+                f"{self._bundle(image.digest) / 'rootfs'}); remove it once that job has finished"
+            )
 
     def _digest(self, name: str) -> str:
         ref = self._ref(name)
         if ref is None:
             raise ImageNotFound(
-                f"image {name} is not in the image store {self.root}; {import_hint(name)}"
+                f"image {name} is not in the image store {self.root}; "
+                f"{import_hint(name, self.data_dir)}"
             )
         return ref["digest"]
 
@@ -263,7 +352,7 @@ class ImageStore:
         try:
             yield scratch
         finally:
-            await asyncio.to_thread(shutil.rmtree, scratch, True)
+            await asyncio.to_thread(_remove_tree, scratch)
 
     @contextlib.asynccontextmanager
     async def _locked(self, key: str) -> AsyncIterator[None]:
@@ -310,7 +399,52 @@ def _key(name: str) -> str:
 
 
 def _hex(digest: str) -> str:
-    return digest.split(":", 1)[-1]
+    """The hex part of a digest, which names its layout and bundle: checked, so that it
+    always names an entry right under layouts/ or bundles/."""
+    hex_part = digest.split(":", 1)[-1]
+    if not _HEX.match(hex_part):
+        raise ValueError(f"{digest!r} is not a sha256 or sha512 digest")
+    return hex_part
+
+
+def _remove_tree(path: Path) -> None:
+    """rm -rf, also through directories an image made read-only (a rootless unpack keeps
+    their modes, which stops even their owner from emptying them)."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        return
+    except OSError:
+        _owner_writable(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _owner_writable(root: Path) -> None:
+    """chmod u+rwx every directory under `root` (never following a symlink)."""
+    stack = [str(root)]
+    while stack:
+        directory = stack.pop()
+        with contextlib.suppress(OSError):
+            mode = os.lstat(directory).st_mode
+            if stat.S_ISDIR(mode) and mode & stat.S_IRWXU != stat.S_IRWXU:
+                os.chmod(directory, mode | stat.S_IRWXU)
+            with os.scandir(directory) as entries:
+                stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
+
+
+def _read_locked(path: Path) -> bool:
+    """Whether any process holds a POSIX read lock on `path` (False when it does not exist)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        # struct flock as F_GETLK reads it: l_type, l_whence, l_start, l_len, l_pid.
+        probe = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        held = struct.unpack("hhqqi", fcntl.fcntl(fd, fcntl.F_GETLK, probe))[0]
+    finally:
+        os.close(fd)
+    return bool(held != fcntl.F_UNLCK)
 
 
 def _place_bundle(made: Path, bundle: Path, mountpoints: Sequence[str]) -> None:
@@ -321,7 +455,15 @@ def _place_bundle(made: Path, bundle: Path, mountpoints: Sequence[str]) -> None:
             target.mkdir(mode=0o755, parents=True)
     bundle.parent.mkdir(parents=True, exist_ok=True)
     _passable(made)
+    _lockable(made / "rootfs")
     made.rename(bundle)
+
+
+def _lockable(rootfs: Path) -> None:
+    """Let a step's uid open the root it runs on, as bubblewrap's `--lock-file /` must."""
+    mode = rootfs.stat().st_mode
+    if mode & 0o005 != 0o005:
+        rootfs.chmod(mode | 0o005)
 
 
 def _passable(bundle: Path) -> None:

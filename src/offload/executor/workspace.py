@@ -66,7 +66,11 @@ def write_files(root: Path, job: Job) -> list[str]:
 
 
 def write_script(root: Path, job: Job, index: int, commands: list[str]) -> str:
-    """The script of step `index`, written into the workspace; its path relative to the root."""
+    """The script of step `index`, written into the workspace; its path relative to the root.
+
+    The runtime runs it with the shell it found for the step's image (`Runtime.shell`: bash
+    when the image has it, else sh), so it has no #! line.
+    """
     name = f"{SCRIPTS}/{job.id}.{index}_{job.repository_name.replace('/', '_')}@{job.commit}.sh"
     path = inside(root, name)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import json
 import sys
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from offload import terminal
 from offload.apicall import api, call, fail
 
-out = Console()
-err = Console(stderr=True)
+out = terminal.stdout()
+err = terminal.stderr()
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document: the API's list of objects.")
+]
 
 users_app = typer.Typer(help="Users: add, list, disable, promote.", no_args_is_help=True)
 orgs_app = typer.Typer(help="Organizations and their members.", no_args_is_help=True)
@@ -56,7 +57,11 @@ def login(
     me = asyncio.run(check())
     where = credentials.save(credentials.Credentials(base, token))
     role = " (site admin)" if me.get("siteAdmin") else ""
-    out.print(f"signed in to {base} as {me['username']}{role}; saved in {where}", highlight=False)
+    out.print(
+        f"signed in to {base} as {me['username']}{role}; saved in {where}",
+        highlight=False,
+        markup=False,
+    )
 
 
 def logout() -> None:
@@ -117,34 +122,35 @@ def users_add(
     user = api(lambda c: call(c, "POST", "/api/users", json=body))
     out.print(f"added user {user['username']}", highlight=False)
     if not password_stdin:
-        out.print(f"  password (shown once): {password}", highlight=False)
+        out.print(f"  password (shown once): {password}", highlight=False, markup=False)
 
 
 @users_app.command("list")
-def users_list(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per user.")] = False,
-) -> None:
+def users_list(as_json: AsJson = False) -> None:
     """List users (site admins).
 
-    Example:
+    Examples:
 
         offload users list
+
+        offload users list --json | jq -r '.[] | select(.siteAdmin) | .username'
     """
     users: list[dict[str, Any]] = api(lambda c: call(c, "GET", "/api/users?limit=1000"))
     if as_json:
-        for u in users:
-            print(json.dumps(u))
+        terminal.write_json(users)
         return
-    table = Table("username", "display name", "email", "site admin", "state")
+    listing = terminal.Listing(
+        "username", "display name", "email", "site admin", "state", whole={"username", "email"}
+    )
     for u in users:
-        table.add_row(
+        listing.add(
             u["username"],
             u["displayName"],
             u["email"],
             "yes" if u["siteAdmin"] else "",
             "disabled" if u["disabled"] else "active",
         )
-    out.print(table)
+    listing.show(out)
 
 
 def _user_action(verb: str, username: str) -> None:
@@ -214,16 +220,24 @@ def orgs_add(
 
 
 @orgs_app.command("list")
-def orgs_list() -> None:
+def orgs_list(as_json: AsJson = False) -> None:
     """List your organizations (site admins: all of them).
 
-    Example:
+    Examples:
 
         offload orgs list
+
+        offload orgs list --json | jq -r '.[].name'
     """
-    for org in api(lambda c: call(c, "GET", "/api/orgs")):
+    found: list[dict[str, Any]] = api(lambda c: call(c, "GET", "/api/orgs"))
+    if as_json:
+        terminal.write_json(found)
+        return
+    for org in found:
         out.print(
-            f"{org['name']}  {org['members']} member(s)  {org['displayName']}", highlight=False
+            f"{org['name']}  {org['members']} member(s)  {org['displayName']}",
+            highlight=False,
+            markup=False,
         )
 
 
@@ -233,12 +247,15 @@ def orgs_members(
     add: Annotated[list[str] | None, typer.Option("--add", help="Add this user.")] = None,
     remove: Annotated[list[str] | None, typer.Option("--remove", help="Remove this user.")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="Those added are its admins.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """List an organization's members, or change them (its admins and site admins).
 
     Examples:
 
         offload orgs members ml
+
+        offload orgs members ml --json | jq -r '.[] | select(.role == "admin") | .username'
 
         offload orgs members ml --add alice --add bob
 
@@ -256,8 +273,12 @@ def orgs_members(
         found: list[dict[str, Any]] = await call(client, "GET", f"/api/orgs/{name}/members")
         return found
 
-    for member in api(work):
-        out.print(f"{member['username']}  {member['role']}", highlight=False)
+    members = api(work)
+    if as_json:
+        terminal.write_json(members)
+        return
+    for member in members:
+        out.print(f"{member['username']}  {member['role']}", highlight=False, markup=False)
 
 
 async def _me(client: Any, user: str | None) -> str:
@@ -313,12 +334,15 @@ def tokens_list(
     user: Annotated[
         str | None, typer.Option("--user", help="Whose tokens (site admins; default: yours).")
     ] = None,
+    as_json: AsJson = False,
 ) -> None:
     """List access tokens (never their values).
 
-    Example:
+    Examples:
 
         offload tokens list
+
+        offload tokens list --json | jq -r '.[] | select(.revoked | not) | .id'
     """
 
     async def work(client: Any) -> list[dict[str, Any]]:
@@ -327,9 +351,15 @@ def tokens_list(
         )
         return found
 
-    table = Table("id", "note", "scopes", "created", "expires", "last used", "state")
-    for t in api(work):
-        table.add_row(
+    found = api(work)
+    if as_json:
+        terminal.write_json(found)
+        return
+    listing = terminal.Listing(
+        "id", "note", "scopes", "created", "expires", "last used", "state", whole={"id", "scopes"}
+    )
+    for t in found:
+        listing.add(
             str(t["id"]),
             t["note"],
             ",".join(t["scopes"]),
@@ -338,7 +368,7 @@ def tokens_list(
             (t["lastUsedAt"] or "never")[:19],
             "revoked" if t["revoked"] else "active",
         )
-    out.print(table)
+    listing.show(out)
 
 
 @tokens_app.command("revoke")
@@ -368,7 +398,7 @@ def audit(
         str | None, typer.Option(help="Only this action, e.g. sign-in.failed or batch.apply.")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per entry.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Show the audit log: who did what, when, from where (site admins).
 
@@ -377,16 +407,19 @@ def audit(
         offload audit
 
         offload audit --action sign-in.failed --limit 200
+
+        offload audit --json | jq -r '.[] | select(.actor == "alice") | .action'
     """
     params: dict[str, Any] = {"limit": limit}
     params.update({k: v for k, v in (("actor", actor), ("action", action)) if v})
     entries: list[dict[str, Any]] = api(lambda c: call(c, "GET", "/api/audit", params=params))
     if as_json:
-        for e in entries:
-            print(json.dumps(e))
+        terminal.write_json(entries)
         return
-    table = Table("when", "who", "action", "target", "from", "detail")
+    listing = terminal.Listing(
+        "when", "who", "action", "target", "from", "detail", whole={"who", "action", "target"}
+    )
     for e in entries:
         detail = ", ".join(f"{k}={v}" for k, v in e["detail"].items())
-        table.add_row(e["at"][:19], e["actor"], e["action"], e["target"], e["address"], detail)
-    out.print(table)
+        listing.add(e["at"][:19], e["actor"], e["action"], e["target"], e["address"], detail)
+    listing.show(out)

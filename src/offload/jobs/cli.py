@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import uuid
 from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
+from offload import terminal
 from offload.apicall import api_client as _client
 from offload.apicall import call as _call
 
 jobs_app = typer.Typer(
     help="Generic jobs: list, show, follow, cancel, retry.", no_args_is_help=True
 )
-out = Console()
-err = Console(stderr=True)
+out = terminal.stdout()
+err = terminal.stderr()
 FINISHED = {"completed", "failed", "canceled", "errored"}
 POLL = 0.5
 # How often a submission is sent again when its answer is lost; its Idempotency-Key makes
@@ -39,7 +38,8 @@ async def follow(client: httpx.AsyncClient, job_id: int, *, stream: bool = True)
                 text = entry["out"]
                 done = shown.get(entry["id"], 0)
                 if entry["id"] not in shown:
-                    err.print(f"[dim]$ {' '.join(entry['command'])}[/]", highlight=False)
+                    command = escape(" ".join(entry["command"]))
+                    err.print(f"[dim]$ {command}[/]", highlight=False)
                 if len(text) > done:
                     # The step's own output keeps its streams; set-up output goes to stderr.
                     is_step = entry["key"].startswith("step.")
@@ -145,7 +145,7 @@ def run(
             except asyncio.CancelledError:
                 return 130
             note = f" ({final['failureMessage']})" if final.get("failureMessage") else ""
-            err.print(f"job {final['id']} {final['state']}{note}", highlight=False)
+            err.print(f"job {final['id']} {final['state']}{note}", highlight=False, markup=False)
             return exit_code(final)
 
     raise typer.Exit(asyncio.run(main()))
@@ -154,48 +154,52 @@ def run(
 @jobs_app.command("list")
 def list_jobs(
     limit: Annotated[int, typer.Option(min=1, max=500, help="How many, newest first.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per job.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document: the API's list of jobs.")
+    ] = False,
 ) -> None:
     """List the newest jobs you may see (yours and your organizations'; site admins: all).
+
+    Every field is printed whole, also into a pipe; the command comes last.
 
     Examples:
 
         offload jobs list --limit 50
 
-        offload jobs list --json | jq -r 'select(.state == "failed") | .id'
+        offload jobs list --json | jq -r '.[] | select(.state == "failed") | .id'
     """
 
     async def main() -> None:
         async with _client() as client:
             jobs = await _call(client, "GET", "/api/jobs", params={"limit": limit})
         if as_json:
-            for job in jobs:
-                print(json.dumps(job))
+            terminal.write_json(jobs)
             return
-        table = Table(
+        listing = terminal.Listing(
             "id",
             "namespace",
             "queue",
             "state",
             "repository",
             "commit",
-            "command",
             "exit",
             "executor",
+            "command",
+            whole={"id", "namespace", "queue", "repository", "commit", "executor", "command"},
         )
         for job in jobs:
-            table.add_row(
+            listing.add(
                 str(job["id"]),
                 job["namespace"],
                 job["queue"],
                 job["state"],
                 job["repository"],
                 job["commit"][:12],
-                job["command"][:40],
                 "" if job["exitCode"] is None else str(job["exitCode"]),
                 job["executor"] or "",
+                job["command"],
             )
-        out.print(table)
+        listing.show(out)
 
     asyncio.run(main())
 
@@ -213,7 +217,7 @@ def show(job_id: int) -> None:
         async with _client() as client:
             job = await _call(client, "GET", f"/api/jobs/{job_id}")
         for key, value in job.items():
-            out.print(f"{key:>14}: {value}", highlight=False)
+            out.print(f"{key:>14}: {value}", highlight=False, markup=False)
 
     asyncio.run(main())
 
@@ -241,7 +245,8 @@ def logs(
                 return
             for entry in await _call(client, "GET", f"/api/jobs/{job_id}/logs"):
                 code = "" if entry["exitCode"] is None else f" (exit {entry['exitCode']})"
-                out.print(f"[bold]{entry['key']}[/]{code}: $ {' '.join(entry['command'])}")
+                command = escape(" ".join(entry["command"]))
+                out.print(f"[bold]{escape(entry['key'])}[/]{code}: $ {command}", highlight=False)
                 sys.stdout.write(entry["out"])
                 sys.stdout.flush()
 

@@ -15,6 +15,8 @@ from offload.queue.record import LogEntry
 MAX_LOG_BATCH = 100
 # Ids are 64-bit in the database: a larger number must be refused here, not by the driver.
 INT64_MAX = 2**63 - 1
+# The most jobs one dequeue may hand out together (a job and its bundle).
+MAX_BUNDLE = 256
 # The most running jobs, and queues, one executor may report in a heartbeat.
 MAX_HEARTBEAT_IDS = 1000
 MAX_QUEUES = 64
@@ -136,6 +138,10 @@ class Job(Wire):
     # job's logs and steps can tell a re-run from its first run; servers that do not send it
     # mean 1.
     attempt: int = Field(default=1, ge=1)
+    # offload: more jobs of the same repository, commit and checkout options, leased to this
+    # executor with this one. It checks the repository out once and runs each of them in its
+    # own copy, reporting each job (logs, outcome) with that job's own id and token.
+    bundle: list[Job] = Field(default_factory=list, max_length=MAX_BUNDLE)
 
 
 class DequeueRequest(Wire):

@@ -208,7 +208,7 @@ class Consumer:
             await self.handler.handle(record)
             return
         try:
-            async with asyncio.timeout(self.max_runtime):
+            async with asyncio.timeout(self.max_runtime * record.units):
                 await self.handler.handle(record)
         except TimeoutError:
             running = self._running.get(record.id)
@@ -273,8 +273,9 @@ class Consumer:
                 self.stats.canceled += 1
             elif reason == _TIMEOUT:
                 setting = f" ({self.max_runtime_setting})" if self.max_runtime_setting else ""
+                limit = (self.max_runtime or 0) * running.record.units
                 await self.store.mark_errored(
-                    lease, f"job exceeded its maximum runtime of {self.max_runtime:g}s{setting}"
+                    lease, f"job exceeded its maximum runtime of {limit:g}s{setting}"
                 )
                 self.stats.errored += 1
             else:

@@ -41,6 +41,9 @@ class Record:
     failure_message: str | None
     lease_token: str | None
     fields: Mapping[str, Any] = field(default_factory=dict)
+    # How many jobs the record stands for (an executor's job and its bundle): its time limit
+    # is that many times a single job's.
+    units: int = 1
 
     @classmethod
     def from_row(cls, spec: QueueSpec, row: Mapping[str, Any]) -> Record:

@@ -45,15 +45,19 @@ class Statements:
             columns += f", {spec.partition}"
             values += f", '{spec.name}'"
             scope = f" AND {spec.partition} = '{spec.name}'"
-        fills = {
+        self._dialect = dialect
+        self._scope = scope
+        self._fills = fills = {
             "{table}": spec.table,
             "{order_by}": spec.order_by,
             "{columns}": columns,
             "{values}": values,
             "{scope}": scope,
             "{dequeue_index}": spec.dequeue_index_name,
+            "{started}": ":now",
         }
         self._sql: dict[str, str] = {}
+        self._narrowed: dict[tuple[str, str], str] = {}
         for name, body in load(dialect).items():
             for placeholder, value in fills.items():
                 body = body.replace(placeholder, value)
@@ -61,3 +65,17 @@ class Statements:
 
     def __getitem__(self, name: str) -> str:
         return self._sql[name]
+
+    def narrowed(self, name: str, condition: str) -> str:
+        """Statement `name` over only the rows that also meet `condition` (trusted SQL over
+        the queue's table, its values bound as parameters); a dequeue of this kind leaves
+        `started_at` to the job's first log entry (see `started`)."""
+        known = self._narrowed.get((name, condition))
+        if known is not None:
+            return known
+        body = load(self._dialect)[name]
+        fills = {**self._fills, "{scope}": f"{self._scope} AND ({condition})", "{started}": "NULL"}
+        for placeholder, value in fills.items():
+            body = body.replace(placeholder, value)
+        self._narrowed[(name, condition)] = body
+        return body

@@ -156,6 +156,22 @@ class SqlQueueStore:
             raise
         return [Record.from_row(self.spec, row) for row in rows]
 
+    async def dequeue_matching(
+        self, holder: str, condition: str, params: Mapping[str, Any], *, limit: int
+    ) -> list[Record]:
+        """Lease to `holder`, at once, up to `limit` eligible records that also meet
+        `condition` (trusted SQL over the queue's table; `params` bound), in queue order."""
+        if limit < 1:
+            return []
+        # Leased now, started when it starts: its first log entry sets started_at.
+        sql = self._sql.narrowed("dequeue", condition)
+        rows = await self.db.fetch(
+            sql, {**params, "now": self._now(), "holder": holder, "limit": limit}
+        )
+        if rows:
+            metrics.DEQUEUES.labels(self.spec.name).inc(len(rows))
+        return [Record.from_row(self.spec, row) for row in rows]
+
     async def release(self, lease: Lease) -> None:
         """Hand a held job back to the queue untouched (a consumer that is shutting down)."""
         await self._fenced("release", lease, "release", now=self._now())
@@ -259,13 +275,22 @@ class SqlQueueStore:
 
     async def add_log_entry(self, lease: Lease, entry: LogEntry) -> int:
         """Append a log entry to the held job; returns the entry's id."""
-        rows = await self._fenced("add_log_entry", lease, "log to", **self._entry_params(entry))
-        return int(rows[0]["id"])
+        return (await self.add_log_entries(lease, [entry]))[0]
 
     async def add_log_entries(self, lease: Lease, entries: Sequence[LogEntry]) -> list[int]:
         """Append several log entries to the held job, all or none; their ids, in order."""
         ids = []
         async with self.db.transaction() as tx:
+            if entries:
+                await tx.fetch(
+                    self._sql["started"],
+                    {
+                        "id": lease.id,
+                        "holder": lease.holder,
+                        "token": lease.token,
+                        "start_time": entries[0].start_time,
+                    },
+                )
             for entry in entries:
                 params = self._entry_params(entry)
                 rows = await self._fenced("add_log_entry", lease, "log to", on=tx, **params)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
+
+from offload import terminal
 
 repos_app = typer.Typer(
     help="Repositories the server mirrors and serves to executors over git smart-HTTP.",
@@ -14,6 +15,11 @@ repos_app = typer.Typer(
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+out = terminal.stdout()
+err = terminal.stderr()
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document: the API's list of objects.")
+]
 
 
 def _when(moment: str | None) -> str:
@@ -56,32 +62,50 @@ def add(
 
     body = {"source": source, "name": name}
     repo = api(lambda c: call(c, "POST", "/api/repos", json=body, timeout=600.0))
-    out = Console()
-    out.print(f"added {repo['name']}", highlight=False)
-    out.print(f"  source:         {repo['source']}", highlight=False)
-    out.print(f"  default branch: {repo['defaultBranch'] or '(none)'}", highlight=False)
-    out.print(f"  head commit:    {repo['headCommit'] or '(empty repository)'}")
-    out.print(f"  mirror:         {repo['mirror']}", highlight=False)
+    # Names and paths are text: a `[` in one is not markup.
+    out.print(f"added {repo['name']}", highlight=False, markup=False)
+    out.print(f"  source:         {repo['source']}", highlight=False, markup=False)
+    out.print(
+        f"  default branch: {repo['defaultBranch'] or '(none)'}", highlight=False, markup=False
+    )
+    out.print(f"  head commit:    {repo['headCommit'] or '(empty repository)'}", markup=False)
+    out.print(f"  mirror:         {repo['mirror']}", highlight=False, markup=False)
 
 
 @repos_app.command("list")
-def list_() -> None:
+def list_(as_json: AsJson = False) -> None:
     """Show every repository: source, default branch, head commit, last sync and last error.
 
-    Example:
+    Names and sources are printed whole, also into a pipe.
+
+    Examples:
 
         offload repos list
+
+        offload repos list | grep acme/
+
+        offload repos list --json | jq -r '.[] | select(.lastError) | .name'
     """
     from offload.apicall import api, call
 
     repos = api(lambda c: call(c, "GET", "/api/repos"))
-    out = Console()
-    if not repos:
-        out.print("no repositories yet; add one with `offload repos add PATH_OR_URL`")
+    if as_json:
+        terminal.write_json(repos)
         return
-    table = Table("name", "source", "default branch", "head", "last synced", "last error")
+    if not repos:
+        err.print("no repositories yet; add one with `offload repos add PATH_OR_URL`")
+        return
+    listing = terminal.Listing(
+        "name",
+        "source",
+        "default branch",
+        "head",
+        "last synced",
+        "last error",
+        whole={"name", "source", "default branch", "head"},
+    )
     for repo in repos:
-        table.add_row(
+        listing.add(
             repo["name"],
             repo["source"],
             repo["defaultBranch"] or "-",
@@ -90,7 +114,7 @@ def list_() -> None:
             repo["lastError"] or "",
             style="red" if repo["lastError"] else None,
         )
-    out.print(table, soft_wrap=False)
+    listing.show(out)
 
 
 @repos_app.command("sync")
@@ -113,7 +137,6 @@ def sync(
     from offload import commands as root
     from offload.apicall import api, call
 
-    out = Console()
     chosen = list(dict.fromkeys(names or []))
     out.print(
         f"syncing {len(chosen)} repositor{'y' if len(chosen) == 1 else 'ies'}"
@@ -131,12 +154,15 @@ def sync(
             head = (outcome["headCommit"] or "(empty)")[:12]
             branch = outcome["defaultBranch"] or "(no default branch)"
             out.print(
-                f"[green]synced[/] {outcome['name']}: {branch} at {head} "
+                f"[green]synced[/] {escape(outcome['name'])}: {escape(branch)} at {head} "
                 f"({outcome['seconds']:.1f}s)",
                 highlight=False,
             )
         else:
-            out.print(f"[red]failed[/] {outcome['name']}: {outcome['error']}", highlight=False)
+            out.print(
+                f"[red]failed[/] {escape(outcome['name'])}: {escape(outcome['error'])}",
+                highlight=False,
+            )
     failed = [o["name"] for o in outcomes if not o["ok"]]
     if failed:
         root.fail(
@@ -159,7 +185,7 @@ def remove(
     from offload.apicall import api, call
 
     api(lambda c: call(c, "DELETE", f"/api/repos/{name}"))
-    Console().print(f"removed {name}", highlight=False)
+    out.print(f"removed {name}", highlight=False, markup=False)
 
 
 pulls_app = typer.Typer(
@@ -175,12 +201,15 @@ def pulls_list(
     state: Annotated[
         str | None, typer.Option(help="Only this state: open, draft, merged, closed.")
     ] = None,
+    as_json: AsJson = False,
 ) -> None:
     """List pull requests.
 
     Examples:
 
         offload repos pulls list --state open
+
+        offload repos pulls list --repo myproject --json | jq '.[].number'
     """
     import asyncio
 
@@ -192,8 +221,11 @@ def pulls_list(
             found: list[dict[str, object]] = await call(client, "GET", "/api/pulls", params=params)
             return found
 
-    out = Console()
-    for pr in asyncio.run(main()):
+    found = asyncio.run(main())
+    if as_json:
+        terminal.write_json(found)
+        return
+    for pr in found:
         out.print(
             f"{pr['repo']}#{pr['number']}  {pr['state']:<6}  {pr['head']} -> {pr['base']}  "
             f"{pr['title']}",
@@ -215,7 +247,7 @@ def _pull_action(verb: str, repo: str, number: int) -> None:
             return done
 
     pr = asyncio.run(main())
-    Console().print(f"{repo}#{number} is {pr['state']}", highlight=False, markup=False)
+    out.print(f"{repo}#{number} is {pr['state']}", highlight=False, markup=False)
 
 
 @pulls_app.command("merge")

@@ -1,142 +1,53 @@
-"""Search queries: the subset of Sourcegraph's query language that offload evaluates itself."""
+"""Search queries: the part of Sourcegraph's query language that offload evaluates itself.
+
+`parse_query` reads a query (search_syntax.py: the grammar; search_filters.py: the filters)
+and builds the expression it stands for (search_tree.py), which search.py runs over the
+mirrors. Parsing is bounded by MAX_QUERY_CHARS, MAX_QUERY_DEPTH and MAX_QUERY_PATTERNS, and
+every error names the column at fault.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
 
-PatternType: TypeAlias = Literal["keyword", "standard", "literal", "regexp"]
-Where: TypeAlias = Literal["any", "content", "path"]
-
-LANGUAGES: dict[str, tuple[str, ...]] = {
-    "c": ("c", "h"),
-    "c++": ("cc", "cpp", "cxx", "c++", "hh", "hpp", "hxx", "h++", "h"),
-    "csharp": ("cs", "csx"),
-    "css": ("css",),
-    "go": ("go",),
-    "html": ("html", "htm"),
-    "java": ("java",),
-    "javascript": ("js", "jsx", "mjs", "cjs"),
-    "json": ("json",),
-    "kotlin": ("kt", "kts"),
-    "markdown": ("md", "markdown"),
-    "php": ("php",),
-    "python": ("py", "pyi"),
-    "ruby": ("rb", "rake", "gemspec"),
-    "rust": ("rs",),
-    "scala": ("scala", "sc"),
-    "shell": ("sh", "bash", "zsh"),
-    "swift": ("swift",),
-    "typescript": ("ts", "tsx", "mts", "cts"),
-    "yaml": ("yaml", "yml"),
-}
-"""The languages `lang:` knows, each with the file extensions it stands for."""
-LANGUAGE_ALIASES = {"cpp": "c++", "c#": "csharp", "bash": "shell", "sh": "shell", "yml": "yaml"}
-PATTERN_TYPES: tuple[PatternType, ...] = ("keyword", "standard", "literal", "regexp")
-
-SUPPORTED_FILTERS = (
-    "repo: (r:)",
-    "-repo:",
-    "file: (f:)",
-    "-file:",
-    "lang: (l:)",
-    "-lang:",
-    "content:",
-    "-content:",
-    "count:",
-    "type:",
-    "patterntype:",
-    "case:",
-    "select:",
-    "fork:",
-    "archived:",
-    "context:",
+from offload.repos.languages import language
+from offload.repos.search_filters import (
+    PATTERN_TYPES,
+    SUPPORTED_FILTERS,
+    Filter,
+    PatternType,
+    QueryError,
+    compile_regex,
 )
-_SUPPORTED = frozenset(
-    {"repo", "file", "lang", "content", "count", "type", "patterntype", "case", "select"}
-    | {"fork", "archived", "context"}
+from offload.repos.search_syntax import MAX_QUERY_DEPTH, Op, Parser, Pattern, Raw
+from offload.repos.search_tree import (
+    EVERYTHING,
+    And,
+    Node,
+    Or,
+    PathFilter,
+    RepoHas,
+    RepoName,
+    Term,
+    Where,
+    names_only,
 )
-_NEGATABLE = frozenset({"repo", "file", "lang", "content"})
-_SCALAR = frozenset({"count", "type", "patterntype", "case", "select", "fork", "archived"})
-# Sourcegraph filters offload does not evaluate: named so that they fail loudly instead of
-# being searched for as text.
-_UNSUPPORTED = frozenset(
-    {"rev", "repohasfile", "repohascommitafter", "timeout", "visibility", "after", "before"}
-    | {"author", "committer", "message", "index", "stable", "repogroup"}
-)
-_ALIASES = {
-    "r": "repo",
-    "f": "file",
-    "l": "lang",
-    "language": "lang",
-    "revision": "rev",
-    "m": "message",
-    "msg": "message",
-    "since": "after",
-    "until": "before",
-}
-_EXAMPLES = {
-    "repo": r"repo:^github\.com/org/",
-    "file": r"file:\.py$",
-    "lang": "lang:python",
-    "content": 'content:"some text"',
-    "count": "count:all",
-    "type": "type:file",
-    "patterntype": "patterntype:keyword",
-    "case": "case:yes",
-    "select": "select:repo",
-    "fork": "fork:yes",
-    "archived": "archived:yes",
-    "context": "context:global",
-}
-_FIELD = re.compile(r"(-?)([A-Za-z]+):")
-_PREDICATE = re.compile(r"^(?:has|contains)(?:\.\w+)+\(")
-_SNIFF = re.compile(r"(?:^|\s)patterntype:[\"']?(\w+)", re.IGNORECASE)
-_OPERATORS = frozenset(("and", "or", "not"))
 
+# A query is parsed in a spec worker and then run over every mirror: a real one is a line or
+# two, nests a few parentheses deep (MAX_QUERY_DEPTH) and names a handful of patterns.
+MAX_QUERY_CHARS = 10_000
+MAX_QUERY_PATTERNS = 100  # patterns and repo:has.*() predicates: each reads every repository
 
-class QueryError(ValueError):
-    """A search query offload cannot evaluate, with the 1-based column at fault."""
-
-    def __init__(self, message: str, column: int) -> None:
-        super().__init__(message, column)
-        self.message = message
-        self.column = column
-
-    def __str__(self) -> str:
-        return f"search query, column {self.column}: {self.message}"
-
-
-@dataclass(frozen=True)
-class Term:
-    """One pattern a file must match, in its path or content (or, negated, must not contain)."""
-
-    pattern: str
-    is_regex: bool
-    where: Where
-    negated: bool
-    regex: re.Pattern[str]
-
-    def matches(self, path: str, text: str | None) -> bool:
-        """Whether a file with this path and text (None: binary or unread) satisfies the term."""
-        if self.negated:
-            return text is not None and self.regex.search(text) is None
-        if self.where != "content" and self.regex.search(path):
-            return True
-        return self.where != "path" and text is not None and self.regex.search(text) is not None
+_SNIFF = re.compile(r"(?:^|[\s(])patterntype:[\"']?(\w+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class Query:
-    """A parsed query: which repositories, which files in them, and what those files contain."""
+    """A parsed query: the expression repositories and files must satisfy, and its settings."""
 
     text: str
-    repos: tuple[re.Pattern[str], ...] = ()
-    excluded_repos: tuple[re.Pattern[str], ...] = ()
-    files: tuple[re.Pattern[str], ...] = ()
-    excluded_files: tuple[re.Pattern[str], ...] = ()
-    terms: tuple[Term, ...] = ()
+    expr: Node = EVERYTHING
     count: int | None = None
     case_sensitive: bool = False
     pattern_type: PatternType = "keyword"
@@ -144,314 +55,153 @@ class Query:
 
     @property
     def repo_only(self) -> bool:
-        """Whether only repository filters were given, so no file needs to match."""
-        return not (self.files or self.excluded_files or self.terms)
-
-    def matches_repo(self, name: str) -> bool:
-        """Whether the repository called `name` passes the repo: and -repo: filters."""
-        return all(p.search(name) for p in self.repos) and not any(
-            p.search(name) for p in self.excluded_repos
-        )
-
-    def matches_path(self, path: str) -> bool:
-        """Whether a file at `path` passes the file:, -file:, lang: and -lang: filters."""
-        return all(p.search(path) for p in self.files) and not any(
-            p.search(path) for p in self.excluded_files
-        )
-
-
-@dataclass(frozen=True)
-class _Chunk:
-    """A content pattern as written, before adjacent ones are joined per the pattern type."""
-
-    text: str
-    kind: Literal["word", "quoted", "regex"]
-    column: int  # of the pattern's first character (after the opening / of a regex)
+        """Whether only repository names are tested, so no file needs to match."""
+        return names_only(self.expr)
 
 
 def parse_query(text: str) -> Query:
     """Parse `text`; QueryError saying what is wrong, at which column, and what to write."""
     if not text.strip():
         raise QueryError("the query is empty: give repo:, file:, lang: or a pattern", 1)
+    if len(text) > MAX_QUERY_CHARS:
+        raise QueryError(
+            f"the query is {len(text):,} characters; the limit is {MAX_QUERY_CHARS:,} "
+            "(MAX_QUERY_CHARS): split it into several repositoriesMatchingQuery entries",
+            MAX_QUERY_CHARS + 1,
+        )
+    # The pattern type decides how quotes and slashes read, so it is found first.
     sniffed = _SNIFF.search(text)
     kind = sniffed.group(1).lower() if sniffed else "keyword"
-    return _Parser(text, kind if kind in PATTERN_TYPES else "keyword").parse()
-
-
-def _language(name: str, column: int) -> re.Pattern[str]:
-    canonical = LANGUAGE_ALIASES.get(name.lower(), name.lower())
-    if canonical not in LANGUAGES:
-        known = ", ".join(sorted(LANGUAGES)) + "; aliases: " + ", ".join(sorted(LANGUAGE_ALIASES))
-        raise QueryError(f"unknown language {name!r} in lang:; known languages: {known}", column)
-    extensions = "|".join(re.escape(ext) for ext in LANGUAGES[canonical])
-    return re.compile(rf"\.(?:{extensions})$", re.IGNORECASE)
-
-
-def _compile(pattern: str, flags: int, column: int, exact: bool, what: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern, flags)
-    except re.error as exc:
-        at = column + (exc.pos or 0) if exact else column
+    if sniffed and kind == "structural":
         raise QueryError(
-            f"invalid regular expression {pattern!r} in {what}: {exc.msg} "
-            "(patterns use Python's re syntax)",
-            at,
-        ) from None
-
-
-class _Parser:
-    """One pass over the query text, collecting filters and content patterns."""
-
-    def __init__(self, text: str, pattern_type: str) -> None:
-        self.text = text
-        self.pos = 0
-        self.pattern_type: PatternType = next(t for t in PATTERN_TYPES if t == pattern_type)
-        self.seen: dict[str, int] = {}
-        self.repos: list[re.Pattern[str]] = []
-        self.excluded_repos: list[re.Pattern[str]] = []
-        # Compiled at the end: case: may come after them.
-        self.files: list[tuple[bool, str, int, bool]] = []
-        self.langs: list[tuple[bool, re.Pattern[str]]] = []
-        self.chunks: list[_Chunk] = []
-        self.contents: list[tuple[bool, str, int, bool]] = []
-        self.count: int | None = None
-        self.where: Where = "any"
-        self.case_sensitive = False
-        self.select_repo = False
-
-    def parse(self) -> Query:
-        """The query the whole text describes."""
-        while True:
-            while self.pos < len(self.text) and self.text[self.pos].isspace():
-                self.pos += 1
-            if self.pos >= len(self.text):
-                break
-            start = self.pos
-            field = _FIELD.match(self.text, start)
-            name = _ALIASES.get(field.group(2).lower(), field.group(2).lower()) if field else ""
-            if field and (name in _SUPPORTED or name in _UNSUPPORTED):
-                self.pos = field.end()
-                self._filter(field.group(0), bool(field.group(1)), name, start)
-            elif self.text[start] in "\"'" and self.pattern_type in ("keyword", "regexp"):
-                quoted = self._quoted()
-                if not quoted:
-                    raise QueryError("empty quoted pattern: put the text to find in it", start + 1)
-                self.chunks.append(_Chunk(quoted, "quoted", start + 2))
-            elif self.text[start] == "/" and self.pattern_type != "literal":
-                self.chunks.append(self._regex())
-            else:
-                self._word(self._until_space(), start)
-        return self._build()
-
-    def _until_space(self) -> str:
-        start = self.pos
-        while self.pos < len(self.text) and not self.text[self.pos].isspace():
-            self.pos += 1
-        return self.text[start : self.pos]
-
-    def _quoted(self) -> str:
-        """The quoted string at pos: `\\"` is a quote, `\\\\` a backslash, other escapes stay."""
-        start, quote = self.pos, self.text[self.pos]
-        out: list[str] = []
-        i = start + 1
-        while i < len(self.text):
-            ch = self.text[i]
-            if ch == "\\" and i + 1 < len(self.text):
-                nxt = self.text[i + 1]
-                out.append(nxt if nxt in (quote, "\\") else ch + nxt)
-                i += 2
-            elif ch == quote:
-                self.pos = i + 1
-                if self.pos < len(self.text) and not self.text[self.pos].isspace():
-                    raise QueryError(
-                        "a quoted string must end at a space: separate it from what follows",
-                        self.pos + 1,
-                    )
-                return "".join(out)
-            else:
-                out.append(ch)
-                i += 1
-        raise QueryError(f"unbalanced quote: close it with {quote}", start + 1)
-
-    def _regex(self) -> _Chunk:
-        """The /regex/ at pos; it ends at the first unescaped / followed by a space or the end."""
-        start = self.pos
-        i = start + 1
-        while i < len(self.text):
-            if self.text[i] == "\\":
-                i += 2
-            elif self.text[i] == "/" and (i + 1 == len(self.text) or self.text[i + 1].isspace()):
-                self.pos = i + 1
-                if i == start + 1:
-                    raise QueryError('empty /regex/: quote it ("//") to search for //', start + 1)
-                return _Chunk(self.text[start + 1 : i], "regex", start + 2)
-            else:
-                i += 1
-        raise QueryError(
-            "unterminated /regex/: end it with a / followed by a space, or quote the pattern "
-            '("/...") to search for text that starts with /',
-            start + 1,
+            "patterntype:structural is a structural (comby) search, which offload cannot run: "
+            "write the pattern as a regular expression with patterntype:regexp (a hole such as "
+            ":[x] becomes .*? or [^,)]+) and keep comby in the steps to make the change",
+            sniffed.start(1) + 1,
         )
+    pattern_type: PatternType = next((t for t in PATTERN_TYPES if t == kind), "keyword")
+    parser = Parser(text, pattern_type)
+    raw = parser.parse()
+    settings = parser.filters
+    flags = re.MULTILINE | (0 if settings.case_sensitive else re.IGNORECASE)
+    expr = _Builder(pattern_type, settings.where, flags).node(raw)
+    return Query(
+        text=text,
+        expr=EVERYTHING if expr is None else expr,
+        count=settings.count,
+        case_sensitive=settings.case_sensitive,
+        pattern_type=pattern_type,
+        select_repo=settings.select_repo,
+    )
 
-    def _word(self, word: str, start: int) -> None:
-        if word.lower() in _OPERATORS:
+
+class _Builder:
+    """Turns the parsed tree into the expression, once case: and type: are known."""
+
+    def __init__(self, pattern_type: PatternType, where: Where, flags: int) -> None:
+        self.pattern_type = pattern_type
+        self.where = where
+        self.flags = flags
+        self.patterns = 0
+
+    def node(self, raw: Raw) -> Node | None:
+        """The expression of `raw`; None when it holds only settings (count:, case:, ...)."""
+        if isinstance(raw, Op):
+            operands = [self.node(operand) or EVERYTHING for operand in raw.operands]
+            return _join(And if raw.kind == "and" else Or, operands)
+        parts: list[Node] = []
+        run: list[Pattern] = []
+        for item in raw.items:
+            if isinstance(item, Pattern) and not item.negated:
+                run.append(item)  # filters between patterns do not break a run
+            elif isinstance(item, Filter):
+                parts.append(self._filter(item))
+            else:
+                parts += self._run(run)
+                run = []
+                if isinstance(item, Pattern):
+                    parts.append(self._negated(item))
+                elif (group := self.node(item)) is not None:
+                    parts.append(group)
+        parts += self._run(run)
+        return _join(And, parts) if parts else None
+
+    def _counted(self, column: int) -> None:
+        self.patterns += 1
+        if self.patterns > MAX_QUERY_PATTERNS:
             raise QueryError(
-                f"{word} is a boolean operator, which offload's search does not support (all "
-                f'patterns must match); write content:"{word}" to search for the word itself',
-                start + 1,
-            )
-        grouping = word.startswith("(") or (word.endswith(")") and "(" not in word)
-        if grouping and self.pattern_type in ("keyword", "standard"):
-            raise QueryError(
-                "parentheses group expressions, which offload's search does not support; "
-                f'write content:"{word}" to search for the text itself',
-                start + 1,
-            )
-        self.chunks.append(_Chunk(word, "word", start + 1))
-
-    def _filter(self, written: str, negated: bool, name: str, start: int) -> None:
-        column = start + 1
-        value_column = self.pos + 1
-        quoted = self.pos < len(self.text) and self.text[self.pos] in "\"'"
-        value = self._quoted() if quoted else self._until_space()
-        if name in _UNSUPPORTED:
-            raise QueryError(
-                f"the {written} filter is not supported by offload's search; supported: "
-                + ", ".join(SUPPORTED_FILTERS),
-                column,
-            )
-        if not value:
-            raise QueryError(f"{written} needs a value, e.g. {_EXAMPLES[name]}", column)
-        if negated and name not in _NEGATABLE:
-            raise QueryError(f"{name}: cannot be negated: remove the -", column)
-        if name in _SCALAR:
-            if name in self.seen:
-                raise QueryError(
-                    f"{name}: is given twice (columns {self.seen[name]} and {column}): keep one",
-                    column,
-                )
-            self.seen[name] = column
-        exact = not quoted  # an error's offset in an unquoted value is its column
-        getattr(self, f"_on_{name}")(value, negated, value_column + int(quoted), exact)
-
-    def _on_repo(self, value: str, negated: bool, column: int, exact: bool) -> None:
-        if _PREDICATE.match(value):
-            raise QueryError(f"repository predicates ({value}) are not supported", column)
-        if "@" in value:
-            raise QueryError(
-                "revisions (repo:NAME@REV) are not supported: offload searches each "
-                "repository's default branch; remove the @ and what follows",
-                column + value.index("@"),
-            )
-        # Repository names match case-insensitively whatever case: says, as in Sourcegraph.
-        pattern = _compile(value, re.IGNORECASE, column, exact, "the repo: filter")
-        (self.excluded_repos if negated else self.repos).append(pattern)
-
-    def _on_file(self, value: str, negated: bool, column: int, exact: bool) -> None:
-        if _PREDICATE.match(value):
-            raise QueryError(f"file predicates ({value}) are not supported", column)
-        _compile(value, 0, column, exact, "the file: filter")  # report errors where they are
-        self.files.append((negated, value, column, exact))
-
-    def _on_lang(self, value: str, negated: bool, column: int, exact: bool) -> None:
-        self.langs.append((negated, _language(value, column)))
-
-    def _on_content(self, value: str, negated: bool, column: int, exact: bool) -> None:
-        self.contents.append((negated, value, column, exact))
-
-    def _on_count(self, value: str, negated: bool, column: int, exact: bool) -> None:
-        if value.lower() == "all":
-            return
-        if not value.isdigit() or int(value) == 0:
-            raise QueryError(f"count:{value} must be all or a positive number", column)
-        self.count = int(value)
-
-    def _on_type(self, value: str, negated: bool, column: int, exact: bool) -> None:
-        if value.lower() not in ("file", "path"):
-            raise QueryError(f"type:{value} is not supported: use type:file or type:path", column)
-        self.where = "content" if value.lower() == "file" else "path"
-
-    def _on_patterntype(self, value: str, negated: bool, column: int, exact: bool) -> None:
-        if value.lower() not in PATTERN_TYPES:
-            choices = ", ".join(PATTERN_TYPES)
-            raise QueryError(f"patterntype:{value} is not one of {choices}", column)
-
-    def _on_case(self, value: str, negated: bool, column: int, exact: bool) -> None:
-        if value.lower() not in ("yes", "no"):
-            raise QueryError(f"case:{value} must be case:yes or case:no", column)
-        self.case_sensitive = value.lower() == "yes"
-
-    def _on_select(self, value: str, negated: bool, column: int, exact: bool) -> None:
-        if value.lower() not in ("repo", "file"):
-            raise QueryError(
-                f"select:{value} is not supported: use select:repo or select:file", column
-            )
-        self.select_repo = value.lower() == "repo"
-
-    def _on_fork(self, value: str, negated: bool, column: int, exact: bool) -> None:
-        self._no_op("fork", value, column)
-
-    def _on_archived(self, value: str, negated: bool, column: int, exact: bool) -> None:
-        self._no_op("archived", value, column)
-
-    def _no_op(self, name: str, value: str, column: int) -> None:
-        # offload's repositories are plain mirrors: none is a fork or archived.
-        if value.lower() not in ("yes", "no"):
-            raise QueryError(
-                f"{name}:{value} is not supported: offload's repositories are never "
-                f"{'forks' if name == 'fork' else 'archived'}; use {name}:yes or {name}:no",
+                f"the query has more than {MAX_QUERY_PATTERNS} patterns and predicates; the "
+                f"limit is {MAX_QUERY_PATTERNS} (MAX_QUERY_PATTERNS), as each one reads every "
+                "repository: combine them into one regular expression",
                 column,
             )
 
-    def _on_context(self, value: str, negated: bool, column: int, exact: bool) -> None:
-        if value != "global":
-            raise QueryError(f"context:{value} is not supported: only context:global", column)
+    def _filter(self, item: Filter) -> Node:
+        if item.name == "repo" and item.predicate is None:
+            # Repository names match case-insensitively whatever case: says, as in Sourcegraph.
+            regex = compile_regex(item.value, re.IGNORECASE, item.value_column, item.exact, "repo:")
+            return RepoName(regex, item.negated)
+        if item.name == "repo":
+            self._counted(item.column)
+            path, content = (
+                None if key not in item.args else compile_regex(*self._arg(item, key))
+                for key in ("path", "content")
+            )
+            return RepoHas(path, content, item.negated)
+        if item.name == "file" and item.predicate is not None:
+            self._counted(item.column)
+            regex = compile_regex(*self._arg(item, "content"))
+            return Term(item.args["content"][0], True, "content", False, regex)
+        if item.name == "file":
+            regex = compile_regex(item.value, self.flags, item.value_column, item.exact, "file:")
+            return PathFilter(regex, item.negated)
+        if item.name == "lang":
+            return PathFilter(language(item.value).path_regex(), item.negated)
+        self._counted(item.column)  # content:
+        regex_type = self.pattern_type == "regexp"
+        source = item.value if regex_type else re.escape(item.value)
+        pattern = compile_regex(source, self.flags, item.value_column, item.exact, "content:")
+        return Term(item.value, regex_type, "content", item.negated, pattern)
 
-    def _build(self) -> Query:
-        flags = re.MULTILINE | (0 if self.case_sensitive else re.IGNORECASE)
-        files = [
-            (negated, _compile(value, flags, column, exact, "the file: filter"))
-            for negated, value, column, exact in self.files
-        ] + self.langs
-        terms = self._terms(flags)
-        for negated, value, column, exact in self.contents:
-            regex = self.pattern_type == "regexp"
-            source = value if regex else re.escape(value)
-            pattern = _compile(source, flags, column, exact, "the content: filter")
-            terms.append(Term(value, regex, "content", negated, pattern))
-        return Query(
-            text=self.text,
-            repos=tuple(self.repos),
-            excluded_repos=tuple(self.excluded_repos),
-            files=tuple(p for negated, p in files if not negated),
-            excluded_files=tuple(p for negated, p in files if negated),
-            terms=tuple(terms),
-            count=self.count,
-            case_sensitive=self.case_sensitive,
-            pattern_type=self.pattern_type,
-            select_repo=self.select_repo,
-        )
+    def _arg(self, item: Filter, key: str) -> tuple[str, int, int, bool, str]:
+        value, column, exact = item.args[key]
+        return value, self.flags, column, exact, f"the {key} of {item.predicate}"
 
-    def _terms(self, flags: int) -> list[Term]:
-        """The content patterns, joined as Sourcegraph joins adjacent ones of this pattern type."""
+    def _negated(self, item: Pattern) -> Term:
+        self._counted(item.column)
+        if item.kind == "regex" or (item.kind == "word" and self.pattern_type == "regexp"):
+            regex = compile_regex(item.text, self.flags, item.column, True, "NOT")
+            return Term(item.text, True, self.where, True, regex)
+        regex = re.compile(re.escape(item.text), self.flags)
+        return Term(item.text, False, self.where, True, regex)
+
+    def _run(self, run: list[Pattern]) -> list[Node]:
+        """Patterns side by side, joined as Sourcegraph joins them for the pattern type."""
+        if not run:
+            return []
+        terms = self._terms(run)
+        for _ in terms:
+            self._counted(run[0].column)
+        return list(terms)
+
+    def _terms(self, chunks: list[Pattern]) -> list[Term]:
+        flags = self.flags
 
         def literal(text: str) -> Term:
             return Term(text, False, self.where, False, re.compile(re.escape(text), flags))
 
-        def regex(chunk: _Chunk) -> Term:
-            pattern = _compile(chunk.text, flags, chunk.column, True, "/regex/")
+        def regex(chunk: Pattern) -> Term:
+            pattern = compile_regex(chunk.text, flags, chunk.column, True, "/regex/")
             return Term(chunk.text, True, self.where, False, pattern)
 
-        if not self.chunks:
-            return []
         if self.pattern_type == "keyword":
-            return [regex(c) if c.kind == "regex" else literal(c.text) for c in self.chunks]
+            return [regex(c) if c.kind == "regex" else literal(c.text) for c in chunks]
         if self.pattern_type == "literal":
-            return [literal(" ".join(c.text for c in self.chunks))]
+            return [literal(" ".join(c.text for c in chunks))]
         if self.pattern_type == "standard":
             terms: list[Term] = []
             words: list[str] = []
-            for chunk in self.chunks:
+            for chunk in chunks:
                 if chunk.kind == "regex":
                     if words:
                         terms.append(literal(" ".join(words)))
@@ -462,19 +212,28 @@ class _Parser:
             return [*terms, literal(" ".join(words))] if words else terms
         # regexp: adjacent patterns match in order on one line, as Sourcegraph's `.*?` join.
         parts = []
-        for chunk in self.chunks:
+        for chunk in chunks:
             if chunk.kind == "quoted":
                 parts.append(re.escape(chunk.text))
             else:
-                parts.append(regex(chunk).pattern)
+                parts.append(regex(chunk).regex.pattern)
         joined = parts[0] if len(parts) == 1 else "(?:" + ").*?(?:".join(parts) + ")"
-        text = " ".join(c.text for c in self.chunks)
-        return [Term(text, True, self.where, False, re.compile(joined, flags))]
+        text = " ".join(c.text for c in chunks)
+        pattern = compile_regex(joined, flags, chunks[0].column, False, "the joined patterns")
+        return [Term(text, True, self.where, False, pattern)]
+
+
+def _join(kind: type[And] | type[Or], parts: list[Node]) -> Node:
+    flat: list[Node] = []
+    for part in parts:
+        flat += part.operands if isinstance(part, kind) else [part]
+    return flat[0] if len(flat) == 1 else kind(tuple(flat))
 
 
 __all__ = [
-    "LANGUAGES",
-    "LANGUAGE_ALIASES",
+    "MAX_QUERY_CHARS",
+    "MAX_QUERY_DEPTH",
+    "MAX_QUERY_PATTERNS",
     "PATTERN_TYPES",
     "SUPPORTED_FILTERS",
     "PatternType",

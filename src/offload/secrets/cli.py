@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import getpass
-import json
 import socket
 import sys
 from datetime import datetime
@@ -13,9 +12,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from offload import terminal
 from offload.apicall import api, call, fail
 from offload.secrets.store import VALUE_MAX, check_name
 
@@ -24,7 +22,11 @@ secrets_app = typer.Typer(
     "never shown again.",
     no_args_is_help=True,
 )
-out = Console()
+out = terminal.stdout()
+err = terminal.stderr()
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document: the API's list of objects.")
+]
 # How the API names the site's own namespace (secrets/routes.py).
 GLOBAL_NAME = "global"
 
@@ -119,7 +121,7 @@ def set_secret(name: str, namespace: Namespace = None, global_: Global = False) 
 def list_secrets(
     namespace: Namespace = None,
     global_: Global = False,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """List a namespace's secrets and when they were set (never their values).
 
@@ -129,7 +131,7 @@ def list_secrets(
 
         offload secrets list --namespace acme
 
-        offload secrets list --global --json
+        offload secrets list --global --json | jq -r '.[].name'
     """
 
     async def work(client: httpx.AsyncClient) -> tuple[str, list[dict[str, Any]]]:
@@ -138,16 +140,17 @@ def list_secrets(
 
     where, found = api(work)
     if as_json:
-        for s in found:
-            print(json.dumps(s))
+        terminal.write_json(found)
         return
     if not found:
-        out.print(f"no secrets in {where}", highlight=False)
+        err.print(f"no secrets in {where}", highlight=False, markup=False)
         return
-    table = Table("name", "updated (UTC)", "created (UTC)", title=where)
+    # Which namespace, for the reader: on stderr, so that stdout is only the rows.
+    err.print(f"secrets {_where(where)}:", highlight=False, markup=False)
+    listing = terminal.Listing("name", "updated (UTC)", "created (UTC)", whole={"name"})
     for s in found:
-        table.add_row(s["name"], _time(s["updatedAt"]), _time(s["createdAt"]))
-    out.print(table)
+        listing.add(s["name"], _time(s["updatedAt"]), _time(s["createdAt"]))
+    listing.show(out)
 
 
 @secrets_app.command("delete")
@@ -176,6 +179,7 @@ def accesses(
     namespace: Namespace = None,
     global_: Global = False,
     limit: Annotated[int, typer.Option(help="Show this many, newest first.", min=1, max=1000)] = 50,
+    as_json: AsJson = False,
 ) -> None:
     """Show which jobs were handed a secret, newest first (whoever may change the secret).
 
@@ -184,6 +188,8 @@ def accesses(
         offload secrets accesses API_KEY
 
         offload secrets accesses GH_TOKEN --global --limit 200
+
+        offload secrets accesses API_KEY --json | jq -r '.[].jobId'
     """
 
     async def work(client: httpx.AsyncClient) -> list[dict[str, Any]]:
@@ -192,13 +198,18 @@ def accesses(
         return list(await call(client, "GET", path, params={"limit": limit}))
 
     found = api(work)
-    if not found:
-        out.print(f"no job has used {name} yet", highlight=False)
+    if as_json:
+        terminal.write_json(found)
         return
-    table = Table("at (UTC)", "job", "queue", "job's namespace")
+    if not found:
+        err.print(f"no job has used {name} yet", highlight=False, markup=False)
+        return
+    listing = terminal.Listing(
+        "at (UTC)", "job", "queue", "job's namespace", whole={"job", "queue", "job's namespace"}
+    )
     for a in found:
-        table.add_row(_time(a["at"]), str(a["jobId"]), a["jobQueue"], a["jobNamespace"] or "-")
-    out.print(table)
+        listing.add(_time(a["at"]), str(a["jobId"]), a["jobQueue"], a["jobNamespace"] or "-")
+    listing.show(out)
 
 
 def _server_answers(url: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
@@ -57,7 +58,8 @@ class Step:
     """One step of a job, as the runtime needs it.
 
     `script` and `dir` are relative to the workspace root, which every runtime mounts
-    read-write at WORKSPACE_MOUNT inside the isolation (the script is run with /bin/sh).
+    read-write at WORKSPACE_MOUNT inside the isolation. The script runs with `shell` (a path
+    inside the step's root, as `Runtime.shell` found it), which the step sees as $OFFLOAD_SHELL.
     """
 
     key: str
@@ -67,6 +69,49 @@ class Step:
     env: Mapping[str, str] = field(default_factory=dict)
     # Bound after the root, /tmp and the workspace, so they override what is there.
     mounts: tuple[Mount, ...] = ()
+    shell: str = "/bin/sh"
+
+
+@dataclass(frozen=True)
+class Shell:
+    """The shell that runs a step's scripts: bash when the step's root has one, else sh."""
+
+    path: str  # inside the step's root
+    reason: str  # for the job's log: where bash was found, or why sh
+
+    @classmethod
+    def bash(cls, path: str, where: str) -> Shell:
+        """The bash at `path` in `where` (an image, the default root, this host)."""
+        return cls(path, f"found in {where} at {path}")
+
+    @classmethod
+    def sh(cls, reason: str) -> Shell:
+        """/bin/sh, for `reason` (the root has no bash, or looking for it failed)."""
+        return cls("/bin/sh", reason)
+
+    @property
+    def name(self) -> str:
+        """bash or sh, as the log names it."""
+        return "bash" if posixpath.basename(self.path) == "bash" else "sh"
+
+    def started(self, key: str) -> str:
+        """The log line that says which shell runs step `key`, and why."""
+        return f"running step {key} with {self.name} ({self.reason})"
+
+    def failed(self, key: str) -> str:
+        """What a log adds when step `key` failed under sh (bash-only commands fail there)."""
+        if self.name == "bash":
+            return ""
+        return (
+            f"step {key} ran with sh because {self.reason}: commands only bash has (pushd, "
+            "[[ ]], arrays, source) fail under sh; use an image that has bash, or write the "
+            "step for sh"
+        )
+
+
+def step_env(step: Step) -> dict[str, str]:
+    """The step's own variables and $OFFLOAD_SHELL, which a script uses to run another."""
+    return {**step.env, "OFFLOAD_SHELL": step.shell}
 
 
 @dataclass(frozen=True)
@@ -94,6 +139,10 @@ class Runtime(Protocol):
 
     async def prepare(self, images: Sequence[str]) -> None:
         """Make every image ready to run (import, unpack, pull); ImageNotFound otherwise."""
+        ...
+
+    async def shell(self, image: str | None) -> Shell:
+        """The shell for steps of a prepared `image` (None: the default root); cached per image."""
         ...
 
     def command(self, step: Step, workspace: Path, limits: Limits, run_id: str) -> list[str]:

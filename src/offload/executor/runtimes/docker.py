@@ -17,9 +17,14 @@ from offload.executor.runtimes.base import (
     Mount,
     Outcome,
     RuntimeUnavailable,
+    Shell,
     Step,
     StepUnsupported,
+    step_env,
 )
+
+# Run in the image once: where its PATH finds bash (nothing when it has none).
+_FIND_BASH = "command -v bash || true"
 
 
 class DockerRuntime:
@@ -41,6 +46,9 @@ class DockerRuntime:
         self.default_image = default_image
         self._pull = pull
         self._timeout = timeout
+        # By image name; prepare() forgets one whose image the engine now has with another id.
+        self._shells: dict[str, Shell] = {}
+        self._ids: dict[str, str] = {}
 
     async def check(self) -> str:
         """Ask the engine for its name and version; RuntimeUnavailable when it does not answer."""
@@ -71,13 +79,15 @@ class DockerRuntime:
     async def prepare(self, images: Sequence[str]) -> None:
         """Make sure the engine has every image, pulling when allowed; ImageNotFound otherwise."""
         for image in dict.fromkeys(i or self.default_image for i in images):
-            code, _, _ = await self._cli("image", "inspect", "--format", "{{.Id}}", image)
+            code, out, _ = await self._cli("image", "inspect", "--format", "{{.Id}}", image)
             if code == 0:
+                self._seen(image, out.strip())
                 continue
             why = "this executor does not pull images"
             if self._pull:
                 code, _, err = await self._cli("pull", "--quiet", image)
                 if code == 0:
+                    self._seen(image, "")
                     continue
                 why = f"pulling it failed: {_last(err)}"
             raise ImageNotFound(
@@ -85,6 +95,30 @@ class DockerRuntime:
                 f"load it into the engine (`docker load -i IMAGE.tar` or "
                 f"`docker import ROOTFS.tar {image}`)"
             )
+
+    async def shell(self, image: str | None) -> Shell:
+        """bash when the image's PATH finds one in a container of it, else sh; looked for once
+        per image (again when prepare() sees the name hold another image)."""
+        image = image or self.default_image
+        known = self._shells.get(image)
+        if known is not None:
+            return known
+        code, out, err = await self._cli(
+            *("run", "--rm", "--network", "none", "--cap-drop", "ALL"),
+            *("--security-opt", "no-new-privileges", "--read-only"),
+            *("--entrypoint", "/bin/sh", image, "-c", _FIND_BASH),
+        )
+        found = out.strip().splitlines()[-1] if code == 0 and out.strip() else ""
+        where = f"image {image}"
+        if found.startswith("/"):
+            shell = Shell.bash(found, where)
+        elif code == 0:
+            shell = Shell.sh(f"{where} has no bash")
+        else:
+            # Not kept: the step's own start will say what is wrong with the image.
+            return Shell.sh(f"looking for bash in {where} failed: {_last(err)}")
+        self._shells[image] = shell
+        return shell
 
     def command(self, step: Step, workspace: Path, limits: Limits, run_id: str) -> list[str]:
         """The `docker run` argv of the step, named offload-<run_id> so stop() can find it.
@@ -127,11 +161,11 @@ class DockerRuntime:
         for mount in step.mounts:
             argv += ["--mount", mount_option(mount)]
         argv += ["-w", posixpath.normpath(posixpath.join(WORKSPACE_MOUNT, step.dir))]
-        env = {"HOME": "/tmp", **step.env}
+        env = {"HOME": "/tmp", **step_env(step)}
         for key, value in env.items():
             argv += ["-e", f"{key}={value}"]
         script = posixpath.normpath(posixpath.join(WORKSPACE_MOUNT, step.script))
-        return [*argv, "--entrypoint", "/bin/sh", step.image or self.default_image, script]
+        return [*argv, "--entrypoint", step.shell, step.image or self.default_image, script]
 
     async def stop(self, run_id: str) -> Outcome:
         """Remove the run's container (killing the CLI client leaves it running); whether
@@ -146,6 +180,12 @@ class DockerRuntime:
                 f"{_last(err)}; remove it with `docker rm -f {name}`"
             )
         return outcome
+
+    def _seen(self, image: str, image_id: str) -> None:
+        """The engine has `image` as `image_id` ("" after a pull): forget what another was."""
+        if not image_id or self._ids.get(image) != image_id:
+            self._shells.pop(image, None)
+        self._ids[image] = image_id
 
     def _base(self) -> list[str]:
         return [self._docker, *(["--host", self._host] if self._host else [])]

@@ -22,6 +22,8 @@ class RuntimeSettings:
     """What the runtimes need from the executor's config."""
 
     images_dir: Path
+    # The --data-dir `offload executor images` needs to reach images_dir (None: its default).
+    images_data_dir: Path | None = None
     pull_images: bool = True
     docker: str = "docker"
     docker_host: str | None = None
@@ -32,7 +34,9 @@ class RuntimeSettings:
 
 def _sandbox(settings: RuntimeSettings) -> Runtime:
     return SandboxRuntime(
-        ImageStore(settings.images_dir, pull=settings.pull_images),
+        ImageStore(
+            settings.images_dir, pull=settings.pull_images, data_dir=settings.images_data_dir
+        ),
         cgroups=Cgroups.detect(owner=settings.cgroup_owner),
     )
 

@@ -7,6 +7,7 @@ import os
 import posixpath
 import resource
 import shutil
+import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,11 +19,14 @@ from offload.executor.runtimes.base import (
     Mount,
     Outcome,
     RuntimeUnavailable,
+    Shell,
     Step,
     StepUnsupported,
+    step_env,
 )
 from offload.executor.runtimes.cgroup import Cgroups
 from offload.executor.runtimes.mountpoints import (
+    MAX_SYMLINKS,
     Tree,
     host_tree,
     image_tree,
@@ -69,6 +73,8 @@ class SandboxRuntime:
         self._env = shutil.which("env") or "/usr/bin/env"
         self._cgroups = cgroups if cgroups is not None else Cgroups.detect()
         self._network = GrantedNetwork(slirp4netns=slirp4netns, bwrap=self._bwrap)
+        # By unpacked root (None: the default root): a re-imported image is a new directory.
+        self._shells: dict[Path | None, Shell] = {}
 
     async def check(self) -> str:
         """Run a trivial step in a sandbox; describe the isolation, or RuntimeUnavailable."""
@@ -176,12 +182,32 @@ class SandboxRuntime:
         for image in dict.fromkeys(i for i in images if i):
             await self.images.ensure(image)
 
+    async def shell(self, image: str | None) -> Shell:
+        """bash when the image's PATH (or /bin) holds one, looked up inside the image (its
+        symlinks followed within it, never on the host); else sh."""
+        rootfs = self.images.rootfs(image) if image else None
+        known = self._shells.get(rootfs)
+        if known is not None:
+            return known
+        if image and rootfs is not None:
+            where = f"image {image}"
+            path = self.images.env(image).get("PATH", DEFAULT_PATH)
+            found = find_program(rootfs, "bash", path)
+        else:
+            # The default root is the host's /usr and top directories, bound as they are.
+            where = "the default root (the host's /usr)"
+            found = find_program(Path("/"), "bash", DEFAULT_PATH, within=_default_bound())
+        shell = Shell.bash(found, where) if found else Shell.sh(f"{where} has no bash")
+        self._shells[rootfs] = shell
+        return shell
+
     def command(self, step: Step, workspace: Path, limits: Limits, run_id: str) -> list[str]:
         """env -i, the run's cgroups, prlimit, then bwrap running the step's script."""
         env: dict[str, str] = {"PATH": DEFAULT_PATH, "HOME": "/tmp"}
         if step.image:
             rootfs = self.images.rootfs(step.image)
-            root = ["--ro-bind", str(rootfs), "/"]
+            # The lock lives as long as the step's namespaces: `images rm` asks for it.
+            root = ["--ro-bind", str(rootfs), "/", "--lock-file", "/"]
             # Only onto a plain file: bwrap would follow a symlink there on the host.
             resolv_conf = limits.network and _plain_file(rootfs, "etc/resolv.conf")
             env.update(self.images.env(step.image))
@@ -193,7 +219,7 @@ class SandboxRuntime:
         for layer in workspace_layers(workspace):
             tree = tree.with_layer(layer)
         mounts = resolve_mounts(step, tree)
-        env.update(step.env)
+        env.update(step_env(step))
         chdir = posixpath.normpath(posixpath.join(WORKSPACE_MOUNT, step.dir))
         script = posixpath.normpath(posixpath.join(WORKSPACE_MOUNT, step.script))
         user = _user(limits)
@@ -228,7 +254,7 @@ class SandboxRuntime:
                 tmp_bytes=limits.tmp_bytes,
                 as_root=user is not None,
             ),
-            "/bin/sh",
+            step.shell,
             script,
         ]
 
@@ -327,6 +353,63 @@ def _host_root(network: bool) -> list[str]:
         if path != "/etc/resolv.conf":
             argv += ["--ro-bind-try", path, path]
     return argv
+
+
+def find_program(root: Path, name: str, path: str, within: Sequence[str] = ()) -> str:
+    """Where `name` is on `path` (then in /bin) in the tree at `root`, as that tree names it:
+    an executable regular file once symlinks are followed within the tree (never out of it);
+    with `within`, only if it really lies under one of those directories. "" if nowhere."""
+    dirs = [d for d in path.split(":") if d.startswith("/")]
+    for directory in dict.fromkeys([*dirs, "/bin"]):
+        candidate = posixpath.join(directory, name)
+        real = _real_path(root, candidate)
+        if real is None or (within and not any(real.startswith(f"{d}/") for d in within)):
+            continue
+        try:
+            st = os.lstat(root / real.lstrip("/"))
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+            return candidate
+    return ""
+
+
+def _real_path(root: Path, path: str) -> str | None:
+    """`path` in the tree at `root` with every symlink resolved inside that tree; None when
+    a part is missing or the links loop."""
+    pending = [p for p in path.split("/") if p]
+    done = "/"
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            done = posixpath.dirname(done)  # "/.." is "/": never above the tree's root
+            continue
+        current = posixpath.join(done, part)
+        # Every part of `done` is a real directory already: lstat follows no link of the tree.
+        host = root / current.lstrip("/")
+        try:
+            if not stat.S_ISLNK(os.lstat(host).st_mode):
+                done = current
+                continue
+            link = os.readlink(host)
+        except OSError:
+            return None
+        hops += 1
+        if hops > MAX_SYMLINKS:
+            return None
+        pending = [p for p in link.split("/") if p] + pending
+        if link.startswith("/"):
+            done = "/"
+    return done
+
+
+def _default_bound() -> list[str]:
+    """The host directories the default root binds (its top-level symlinks lead into them)."""
+    tops = [f"/{n}" for n in _TOP_DIRS if not os.path.islink(f"/{n}") and os.path.isdir(f"/{n}")]
+    return ["/usr", *tops]
 
 
 def _binds(mounts: Sequence[Mount]) -> list[str]:

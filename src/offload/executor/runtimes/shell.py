@@ -8,13 +8,21 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from offload.executor.runtimes.base import Limits, Outcome, Step, StepUnsupported
+from offload.executor.runtimes.base import (
+    Limits,
+    Outcome,
+    Shell,
+    Step,
+    StepUnsupported,
+    step_env,
+)
 
-_CHDIR = 'cd -- "$1" && shift && exec /bin/sh "$@"'
+_CHDIR = 'cd -- "$1" && shift && exec "$@"'
 
 
 class ShellRuntime:
-    """/bin/sh in the workspace, with the step's env and nothing else; for development only."""
+    """The host's bash (else /bin/sh) in the workspace, with the step's env and nothing else;
+    for development only."""
 
     name = "shell"
 
@@ -22,6 +30,8 @@ class ShellRuntime:
         # The host PATH, so the developer's own tools are found.
         self._path = path if path is not None else os.environ.get("PATH", os.defpath)
         self._env = shutil.which("env") or "/usr/bin/env"
+        bash = shutil.which("bash", path=self._path)
+        self._shell = Shell.bash(bash, "this host") if bash else Shell.sh("this host has no bash")
 
     async def check(self) -> str:
         """Say, loudly, that steps are not isolated."""
@@ -34,8 +44,12 @@ class ShellRuntime:
     async def prepare(self, images: Sequence[str]) -> None:
         """Nothing to prepare: images are ignored, steps use the host's tools."""
 
+    async def shell(self, image: str | None) -> Shell:
+        """The host's bash when its PATH has one, else /bin/sh (images are ignored)."""
+        return self._shell
+
     def command(self, step: Step, workspace: Path, limits: Limits, run_id: str) -> list[str]:
-        """`/bin/sh <workspace>/<script>` in <workspace>/<dir>, with only the step's env."""
+        """`<shell> <workspace>/<script>` in <workspace>/<dir>, with only the step's env."""
         if step.mounts:
             targets = ", ".join(m.target for m in step.mounts)
             raise StepUnsupported(
@@ -43,7 +57,7 @@ class ShellRuntime:
                 "on the host itself and cannot mount anything; run this job on an executor "
                 "with the sandbox or docker runtime (EXECUTOR_BACKEND)"
             )
-        env = {"PATH": self._path, "HOME": str(workspace), **step.env}
+        env = {"PATH": self._path, "HOME": str(workspace), **step_env(step)}
         return [
             self._env,
             "-i",
@@ -53,6 +67,7 @@ class ShellRuntime:
             _CHDIR,
             "offload-step",
             str(workspace / step.dir),
+            step.shell,
             str(workspace / step.script),
         ]
 

@@ -41,6 +41,13 @@ FROM {table}
 WHERE id = :id AND state = 'processing' AND worker_hostname = :holder AND lease_token = :token
 RETURNING id;
 
+-- name: started
+-- A job leased in another's bundle starts when its first log entry says it did, not when
+-- it was leased with the others (its started_at is NULL until then).
+UPDATE {table} SET started_at = :start_time
+WHERE id = :id AND state = 'processing' AND started_at IS NULL
+  AND worker_hostname = :holder AND lease_token = :token;
+
 -- name: update_log_entry
 UPDATE execution_logs
 SET key = :key, command = :command, start_time = :start_time, exit_code = :exit_code,

@@ -20,7 +20,7 @@ WITH candidate AS (
   FOR UPDATE SKIP LOCKED
 )
 UPDATE {table} AS t
-SET state = 'processing', started_at = :now, last_heartbeat_at = :now, finished_at = NULL,
+SET state = 'processing', started_at = {started}, last_heartbeat_at = :now, finished_at = NULL,
     failure_message = NULL, worker_hostname = :holder,
     lease_token = md5(random()::text || clock_timestamp()::text || t.id::text)
 FROM candidate

@@ -10,7 +10,7 @@ RETURNING id;
 -- name: dequeue
 -- BEGIN IMMEDIATE makes this the only writer, so the chosen rows cannot be taken twice.
 UPDATE {table}
-SET state = 'processing', started_at = :now, last_heartbeat_at = :now, finished_at = NULL,
+SET state = 'processing', started_at = {started}, last_heartbeat_at = :now, finished_at = NULL,
     failure_message = NULL, worker_hostname = :holder, lease_token = lower(hex(randomblob(16)))
 WHERE id IN (
   SELECT id FROM {table} INDEXED BY {dequeue_index}
