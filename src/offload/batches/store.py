@@ -175,6 +175,22 @@ _WORKSPACE_COLUMNS = (
     "ignored, skipped, cached_steps, cached_result_found"
 )
 
+# Changeset specs copied from an earlier spec's workspace with the same result and branch.
+_COPY_SPECS = """
+INSERT INTO changeset_specs (batch_spec_id, workspace_id, repo_name, kind, external_id,
+    base_ref, base_rev, head_ref, title, body, commit_message, author_name, author_email,
+    published, diff, diff_added, diff_deleted, created_at)
+SELECT :target, nw.id, cs.repo_name, cs.kind, cs.external_id, cs.base_ref, cs.base_rev,
+    cs.head_ref, cs.title, cs.body, cs.commit_message, cs.author_name, cs.author_email,
+    cs.published, cs.diff, cs.diff_added, cs.diff_deleted, :now
+FROM batch_workspaces nw
+JOIN batch_workspaces ow ON ow.batch_spec_id = :source AND ow.result_key = nw.result_key
+    AND ow.branch = nw.branch
+JOIN changeset_specs cs ON cs.workspace_id = ow.id
+WHERE nw.id IN ({ids}) AND nw.batch_spec_id = :target
+"""
+_COPY_CHUNK = 500
+
 _SPEC_COLUMNS = (
     "batch_spec_id, workspace_id, repo_name, kind, external_id, base_ref, base_rev, head_ref, "
     "title, body, commit_message, author_name, author_email, published, diff, diff_added, "
@@ -322,14 +338,55 @@ class BatchStore:
             )
         return [WorkspaceRow.from_row(row) for row in rows]
 
-    async def set_cached(self, entries: Sequence[tuple[int, int, bool]]) -> None:
+    async def set_cached(
+        self,
+        entries: Sequence[tuple[int, int, bool]],
+        result_keys: Mapping[int, str] | None = None,
+    ) -> None:
         """Record, per (workspace id, steps, complete), how many leading steps the cache
-        answers for a workspace, and whether that is all of them."""
+        answers for a workspace, and whether that is all of them; with the key of the result
+        its changeset specs come from, when it is."""
+        keys = result_keys or {}
         if entries:
             await self.db.executemany(
-                "UPDATE batch_workspaces SET cached_steps = :n, cached_result_found = :done "
-                "WHERE id = :id",
-                [{"n": steps, "done": done, "id": id_} for id_, steps, done in entries],
+                "UPDATE batch_workspaces SET cached_steps = :n, cached_result_found = :done, "
+                "result_key = :key WHERE id = :id",
+                [
+                    {"n": steps, "done": done, "id": id_, "key": keys.get(id_)}
+                    for id_, steps, done in entries
+                ],
+            )
+
+    async def earlier_same_spec(self, row: BatchSpecRow) -> int | None:
+        """The latest earlier spec of the same namespace, name and text as `row`, if any:
+        its workspaces' changeset specs are what `row`'s would render to, result for result."""
+        rows = await self.db.fetch(
+            "SELECT id FROM batch_specs WHERE user_name = :u AND name = :n AND id < :id "
+            "AND raw_spec = :raw ORDER BY id DESC LIMIT 1",
+            {"u": row.user_name, "n": row.name, "id": row.id, "raw": row.raw_spec},
+        )
+        return int(rows[0]["id"]) if rows else None
+
+    async def result_keys(self, spec_id: int) -> set[tuple[str, str]]:
+        """(result key, branch) of a spec's workspaces whose changeset specs are made."""
+        rows = await self.db.fetch(
+            "SELECT result_key, branch FROM batch_workspaces "
+            "WHERE batch_spec_id = :s AND result_key IS NOT NULL",
+            {"s": spec_id},
+        )
+        return {(str(r["result_key"]), str(r["branch"])) for r in rows}
+
+    async def copy_changeset_specs(
+        self, source: int, target: int, workspaces: Sequence[int]
+    ) -> None:
+        """Copy to spec `target`'s `workspaces` the changeset specs of spec `source`'s
+        workspaces with the same result key and branch, in SQL (no rendering again)."""
+        for start in range(0, len(workspaces), _COPY_CHUNK):
+            chunk = workspaces[start : start + _COPY_CHUNK]
+            names = {f"w{i}": w for i, w in enumerate(chunk)}
+            await self.db.fetch(
+                _COPY_SPECS.format(ids=", ".join(f":{n}" for n in names)),
+                {"source": source, "target": target, "now": self.clock.now(), **names},
             )
 
     async def workspace(self, workspace_id: int) -> WorkspaceRow | None:
@@ -350,16 +407,25 @@ class BatchStore:
 
     async def cached(self, user: str, keys: Sequence[str]) -> dict[str, Any]:
         """The cached step results among `keys`, by key."""
+        return {k: value for k, (value, _) in (await self.cached_entries(user, keys)).items()}
+
+    async def cached_entries(
+        self, user: str, keys: Sequence[str]
+    ) -> dict[str, tuple[Any, int | None]]:
+        """The cached step results among `keys`, by key, each with the job that wrote it."""
         if not keys:
             return {}
         names = {f"k{i}": key for i, key in enumerate(keys)}
         rows = await self.db.fetch(
-            "SELECT key, value FROM batch_step_cache WHERE user_name = :user AND key IN ("
+            "SELECT key, value, job_id FROM batch_step_cache WHERE user_name = :user AND key IN ("
             + ", ".join(f":{n}" for n in names)
             + ")",
             {"user": user, **names},
         )
-        return {r["key"]: decode_json(r["value"]) for r in rows}
+        return {
+            r["key"]: (decode_json(r["value"]), None if r["job_id"] is None else int(r["job_id"]))
+            for r in rows
+        }
 
     async def cache(
         self, user: str, entries: Mapping[str, Any], *, job_id: int | None = None
@@ -383,10 +449,21 @@ class BatchStore:
     # -- changeset specs --------------------------------------------------------------------
 
     async def replace_changeset_specs(
-        self, spec_id: int, workspace_id: int | None, specs: Sequence[Mapping[str, Any]]
+        self,
+        spec_id: int,
+        workspace_id: int | None,
+        specs: Sequence[Mapping[str, Any]],
+        *,
+        result_key: str | None = None,
     ) -> None:
-        """A workspace's changeset specs (an execution that ran again replaces its old ones)."""
+        """A workspace's changeset specs (an execution that ran again replaces its old ones),
+        made from the result of step cache key `result_key`."""
         async with self.db.transaction() as tx:
+            if workspace_id is not None:
+                await tx.fetch(
+                    "UPDATE batch_workspaces SET result_key = :k WHERE id = :w",
+                    {"k": result_key, "w": workspace_id},
+                )
             if workspace_id is None:
                 await tx.fetch(
                     "DELETE FROM changeset_specs WHERE batch_spec_id = :s AND workspace_id IS NULL",

@@ -403,7 +403,11 @@ batch_workspaces = Table(
     # How many leading steps the step cache already answers, and whether it answers them all.
     Column("cached_steps", Integer, nullable=False, server_default="0"),
     Column("cached_result_found", Boolean, nullable=False, server_default=text("false")),
+    # The step cache key of the result its changeset specs were made from: the same spec
+    # submitted again copies them for workspaces with the same result (batches/results.py).
+    Column("result_key", Text),
     Index("batch_workspaces_spec_idx", "batch_spec_id", "id"),
+    Index("batch_workspaces_result_idx", "batch_spec_id", "result_key"),
     # A spec's progress counts its workspaces by flag (batches/service.py).
     Index(
         "batch_workspaces_spec_flags_idx",
