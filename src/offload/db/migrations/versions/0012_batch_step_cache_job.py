@@ -2,7 +2,7 @@
 
 Revision ID: 0012
 Revises: 0011
-Create Date: 2027-01-05 09:00:00.000000
+Create Date: 2026-12-04 09:00:00.000000
 """
 
 import sqlalchemy as sa

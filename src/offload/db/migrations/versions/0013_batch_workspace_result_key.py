@@ -2,7 +2,7 @@
 
 Revision ID: 0013
 Revises: 0012
-Create Date: 2027-01-12 09:00:00.000000
+Create Date: 2026-12-04 19:00:00.000000
 """
 
 import sqlalchemy as sa
