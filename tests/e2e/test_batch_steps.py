@@ -168,8 +168,10 @@ def test_step_stderr_and_outputs_are_the_steps_own(batches: Batches) -> None:
     # The log still shows what the wrapper ran, and the step's streams as they were.
     run = logs["run.0"]
     assert f"offload: running step run.0 with sh (image {IMAGE} has no bash)" in run, run
-    # (Traces of the pipeline's parts may interleave: the shell writes them concurrently.)
-    assert "/bin/sh ../.offload-batch/step0.sh\n" in run, run
+    # One whole line for the step's script: the pipeline's parts are not traced, since
+    # their concurrent traces would interleave mid-word.
+    assert "stderr: + /bin/sh ../.offload-batch/step0.sh\n" in run, run
+    assert "tee" not in run, run
     assert "stdout: to stdout\n" in run and "stderr: owner: team-a\n" in run, run
 
 

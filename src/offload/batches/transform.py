@@ -31,13 +31,19 @@ def run_commands(index: int, path: str) -> list[str]:
     `tee .err` to the log's stderr. The redirections sit on the script's own command: a
     shell writes a command's `set -x` trace before it applies the command's redirections, so
     the wrapper's trace reaches the log only, never .out or .err.
+
+    The pipeline runs untraced, announced by one line of its own: the shell traces a
+    pipeline's parts from concurrent subshells, whose traces interleave mid-word in the log.
     """
     up = "../" * (1 + len([p for p in path.split("/") if p]))
     base = f"{up}{BATCH_DIR}/step{index}"
+    shell = '"${OFFLOAD_SHELL:-/bin/sh}"'
     return [
         f'if [ -e {base}.skip ]; then echo "step {index} skipped"; exit 0; fi',
-        f'{{ {{ "${{OFFLOAD_SHELL:-/bin/sh}}" {base}.sh 2>&1 1>&3 3>&-; echo $? > {base}.exit; }} '
+        f'{{ set +x; }} 2>/dev/null; echo "+ ${{OFFLOAD_SHELL:-/bin/sh}} {base}.sh" >&2',
+        f"{{ {{ {shell} {base}.sh 2>&1 1>&3 3>&-; echo $? > {base}.exit; }} "
         f"| tee {base}.err 1>&2; }} 3>&1 | tee {base}.out",
+        "set -x",
         f'exit "$(cat {base}.exit)"',
     ]
 
