@@ -114,6 +114,9 @@ def give_tree(root: Path, top: Path) -> None:
 # -- git against the private copy ----------------------------------------------------------
 
 
+_NOT_ADOPTED = {"objects", "hooks", "logs", "description", "branches"}
+
+
 class Git:
     """git over the workspace's checkout, with the git directory kept in the host directory."""
 
@@ -139,8 +142,9 @@ class Git:
         top = str(source)
 
         def ignore(directory: str, names: list[str]) -> set[str]:
-            # Not the objects (taken below) nor the sample hooks (never run).
-            return {"objects", "hooks"} & set(names) if directory == top else set()
+            # Not the objects (taken below), the sample hooks (never run), nor reflogs and
+            # templates (host-side git reads neither).
+            return _NOT_ADOPTED & set(names) if directory == top else set()
 
         shutil.copytree(source, self.git_dir, ignore=ignore)
         # The copy owns its objects: no alternates into the workspace, where a step could

@@ -44,7 +44,8 @@ def run_commands(index: int, path: str) -> list[str]:
         f"{{ {{ {shell} {base}.sh 2>&1 1>&3 3>&-; echo $? > {base}.exit; }} "
         f"| tee {base}.err 1>&2; }} 3>&1 | tee {base}.out",
         "set -x",
-        f'exit "$(cat {base}.exit)"',
+        f"read -r code < {base}.exit",
+        'exit "$code"',
     ]
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 from offload.protocol.wire import Job
 
 # What a job's copy of the git directory leaves out: its index is made afresh for the job's
-# own sparse patterns, and sample hooks never run.
-_SKIP = {"index", "hooks"}
+# own sparse patterns, sample hooks never run, and the fetch's reflogs and git's templates
+# are nothing a job's git needs (fewer files to copy for every job of a bundle).
+_SKIP = {"index", "hooks", "logs", "description", "branches"}
 
 
 def checkout_job(job: Job) -> Job:

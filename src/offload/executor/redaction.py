@@ -70,6 +70,8 @@ class Redactor:
             starts.append(cut)
             payloads.append(line[cut:])
         joined = "".join(payloads)
+        if not any(value in joined for value, _ in self.values):
+            return text  # the usual case, found without mapping every character
         owner: list[tuple[int, int]] = []  # joined index -> (line, column)
         for number, payload in enumerate(payloads):
             owner.extend((number, starts[number] + col) for col in range(len(payload)))

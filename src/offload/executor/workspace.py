@@ -29,7 +29,8 @@ class WorkspaceError(ValueError):
 def inside(root: Path, relative: str) -> Path:
     """`root/relative`, refusing anything that would land outside `root`."""
     path = (root / relative).resolve()
-    if path != root.resolve() and root.resolve() not in path.parents:
+    top = root.resolve()
+    if path != top and top not in path.parents:
         raise WorkspaceError(f"path {relative!r} leaves the workspace")
     return path
 
