@@ -8,6 +8,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from offload import __version__, metrics
@@ -29,6 +30,7 @@ from offload.identity.principal import Principal
 from offload.identity.ratelimit import SignInLimiter
 from offload.identity.routes import identity_router
 from offload.identity.sessions import Sessions
+from offload.identity.signin import PasswordSignIn
 from offload.jobs.routes import jobs_router
 from offload.jobs.service import JobService
 from offload.protocol import routes
@@ -44,6 +46,8 @@ from offload.repos.syncer import Syncer
 from offload.secrets.cipher import Cipher
 from offload.secrets.routes import secrets_router
 from offload.secrets.store import Secrets
+from offload.web.pages import STATIC, Pages, is_page_request
+from offload.web.routes import SignInRequired, WebServices, sign_in_redirect, web_router
 
 # What FastAPI says of a body it could not parse (fastapi/routing.py).
 UNPARSED_BODY = "There was an error parsing the body"
@@ -91,17 +95,34 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
         return commit
 
     jobs = JobService(db, resolve, settings.job_queues, secrets=secrets, grants=grants)
-    app.include_router(identity_router(auth, sessions, audit, SignInLimiter()))
+    app.state.jobs = jobs
+    limiter = SignInLimiter()
+    batches = BatchService(db, secrets=secrets)
+    app.include_router(identity_router(auth, sessions, audit, limiter))
     app.include_router(jobs_router(jobs, auth, audit))
-    app.include_router(
-        batches_router(BatchService(db, secrets=secrets), dispatcher, grants, auth, audit)
-    )
+    app.include_router(batches_router(batches, dispatcher, grants, auth, audit))
     app.include_router(
         pulls_router(PullRequests(PullRequestStore(db), repos, mirrors), auth, audit)
     )
     app.include_router(repos_router(Syncer(repos, mirrors), auth, audit))
     app.include_router(dispatch_router(stores, list(queues), grants, registry, auth, audit))
     app.include_router(secrets_router(secrets, auth, audit))
+    pages = Pages()
+    web = WebServices(
+        auth=auth,
+        sign_in=PasswordSignIn(auth.users, sessions, audit, limiter),
+        audit=audit,
+        jobs=jobs,
+        batches=batches,
+        stores=stores,
+        registry=registry,
+    )
+    app.include_router(web_router(pages, web))
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.exception_handler(SignInRequired)
+    async def sign_in_first(request: Request, exc: SignInRequired) -> Response:
+        return sign_in_redirect(exc)
 
     described = app.openapi
 
@@ -138,6 +159,9 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
         # does (an integer of 100,000 digits, nesting too deep, bytes that are not UTF-8).
         if exc.status_code == 400 and exc.detail == UNPARSED_BODY:
             exc = StarletteHTTPException(400, unreadable_body(exc.__cause__), exc.headers)
+        if is_page_request(request):
+            # A browser asked for a page: an error page, not the API's JSON.
+            return pages.error(request, exc.status_code, str(exc.detail))
         return await http_exception_handler(request, exc)
 
     # 401 and 403 only once OFFLOAD_STATUS_ROUTES closes them to all but site admins.

@@ -259,6 +259,18 @@ class BatchService:
 
     # -- preview and apply ------------------------------------------------------------------
 
+    async def recent(self, namespaces: Sequence[str], *, limit: int = 20) -> list[dict[str, Any]]:
+        """The batch changes of `namespaces`, the most recently updated first."""
+        marks = {f"n{i}": n for i, n in enumerate(namespaces)}
+        if not marks:
+            return []
+        return await self.db.fetch(
+            "SELECT id, user_name, name, description, created_at, updated_at, closed_at"
+            f" FROM batch_changes WHERE user_name IN ({', '.join(':' + k for k in marks)})"
+            " ORDER BY updated_at DESC, id DESC LIMIT :limit",
+            {**marks, "limit": limit},
+        )
+
     async def _batch_change(self, user: str, name: str) -> dict[str, Any] | None:
         rows = await self.db.fetch(
             "SELECT * FROM batch_changes WHERE user_name = :u AND name = :n", {"u": user, "n": name}

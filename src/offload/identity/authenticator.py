@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable
 
@@ -109,7 +110,7 @@ class Authenticator:
         self._cache[key] = (principal, self.monotonic() + self.ttl)
         return principal
 
-    async def _session(self, request: Request, cookie: str) -> Principal:
+    async def _session(self, request: Request, cookie: str, csrf_given: str | None) -> Principal:
         found = await self.sessions.lookup(cookie)
         if found is None:
             raise unauthorized("your session has ended; sign in again")
@@ -119,7 +120,11 @@ class Authenticator:
         )
         if not rows or rows[0]["disabled_at"] is not None:
             raise unauthorized("this user is disabled")
-        if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != csrf:
+        if csrf_given is None:
+            csrf_given = request.headers.get(CSRF_HEADER)
+        if request.method not in SAFE_METHODS and not (
+            csrf_given and hmac.compare_digest(csrf_given, csrf)
+        ):
             # A cookie is sent by the browser on any site's behalf: writes need proof that
             # the page making them is ours.
             raise HTTPException(403, f"missing or wrong {CSRF_HEADER} header")
@@ -132,14 +137,15 @@ class Authenticator:
             csrf_token=csrf,
         )
 
-    async def optional(self, request: Request) -> Principal | None:
-        """The caller's principal, or None when the request carries no credential."""
+    async def optional(self, request: Request, *, csrf: str | None = None) -> Principal | None:
+        """The caller's principal, or None when the request carries no credential. A session's
+        write proves itself with `csrf` (a web form's field) or else the CSRF header."""
         value = token_of(request)
         if value is not None:
             return await self.check_token(value)
         cookie = request.cookies.get(COOKIE)
         if cookie:
-            return await self._session(request, cookie)
+            return await self._session(request, cookie, csrf)
         return None
 
     async def require(self, request: Request) -> Principal:

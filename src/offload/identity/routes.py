@@ -25,6 +25,7 @@ from offload.identity.orgs import Orgs, Role, UnknownOrg
 from offload.identity.principal import Principal, Scope
 from offload.identity.ratelimit import SignInLimiter
 from offload.identity.sessions import COOKIE, Sessions
+from offload.identity.signin import PasswordSignIn
 from offload.identity.tokens import AccessTokens, TokenError
 from offload.identity.users import UnknownUser, User, Users
 
@@ -95,6 +96,7 @@ def identity_router(
     users: Users = auth.users
     tokens: AccessTokens = auth.tokens
     orgs: Orgs = auth.orgs
+    password_sign_in = PasswordSignIn(users, sessions, audit, limiter)
 
     async def visible_user(principal: Principal, username: str) -> User:
         # Another user's record is not found rather than forbidden: no telling who exists.
@@ -105,35 +107,10 @@ def identity_router(
 
     @router.post("/session", responses=documented(*BODY, 429))
     async def sign_in(body: SignIn, request: Request, response: Response) -> dict[str, Any]:
-        address = client_address(request)
-        keys = (f"user:{body.username.lower()}", f"address:{address}")
-        wait = limiter.retry_after(*keys)
-        if wait > 0:
-            raise HTTPException(
-                429,
-                f"too many failed sign-ins; try again in {wait:.0f} s",
-                headers={"Retry-After": str(int(wait) + 1)},
-            )
-        user = await users.get(body.username)
-        ok = await passwords.verify(user.password_hash if user else None, body.password)
-        if user is None or not ok or user.disabled:
-            limiter.failed(*keys)
-            await audit.record(
-                body.username, "sign-in.failed", address=address, reason="wrong credentials"
-            )
-            # One message for all three: which usernames exist is nobody's business.
-            raise HTTPException(401, "wrong username or password, or the user is disabled")
-        cookie, csrf = await sessions.create(user.id, address)
-        response.set_cookie(
-            COOKIE,
-            cookie,
-            max_age=int(sessions.ttl.total_seconds()),
-            httponly=True,
-            samesite="lax",
-            secure=request.url.scheme == "https",
-            path="/",
+        user, cookie, csrf = await password_sign_in(
+            body.username, body.password, client_address(request)
         )
-        await audit.record(user.username, "sign-in", address=address)
+        password_sign_in.set_cookie(request, response, cookie)
         return {"username": user.username, "csrfToken": csrf}
 
     @router.delete("/session", status_code=204, responses=documented(403))

@@ -216,11 +216,24 @@ class JobService:
         )
 
     async def newest(
-        self, namespaces: Sequence[str] | None, *, limit: int = 50, before: int | None = None
+        self,
+        namespaces: Sequence[str] | None,
+        *,
+        limit: int = 50,
+        before: int | None = None,
+        state: State | None = None,
+        queue: str | None = None,
     ) -> list[JobView]:
-        """The newest jobs first, of `namespaces` (None: every job), before id `before`."""
+        """The newest jobs first, of `namespaces` (None: every job), before id `before`, in
+        `state` and `queue` when given."""
         where = ["1 = 1"]
         params: dict[str, Any] = {"limit": limit}
+        if state is not None:
+            where.append("state = :state")
+            params["state"] = state.value
+        if queue is not None:
+            where.append("queue = :queue")
+            params["queue"] = queue
         if namespaces is not None:
             marks = {f"n{i}": n for i, n in enumerate(namespaces)}
             where.append(f"namespace IN ({', '.join(':' + k for k in marks) or 'NULL'})")
