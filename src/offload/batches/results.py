@@ -119,10 +119,10 @@ class Results:
             raise JobFailed(str(exc)) from exc
         keys = {w.id: step_keys(w) for w in workspaces}
         every = [k for ks in keys.values() for k in ks]
-        found: dict[str, tuple[Any, int | None]] = {}
+        found: dict[str, int | None] = {}
         for start in range(0, len(every), _CHUNK):
             chunk = every[start : start + _CHUNK]
-            found.update(await self.store.cached_entries(row.user_name, chunk))
+            found.update(await self.store.cached_writers(row.user_name, chunk))
         # The same spec submitted again: its workspaces with the same results get the earlier
         # spec's changeset specs copied in SQL, not rendered again (45,000 of them take
         # seconds to render).
@@ -132,7 +132,7 @@ class Results:
         marks: list[tuple[int, int, bool]] = []
         result_keys: dict[int, str] = {}
         copied: list[int] = []
-        specs: dict[int | None, list[dict[str, Any]]] = {}
+        rendered: list[WorkspaceRow] = []
         for workspace in workspaces:
             hits = 0
             for key in keys[workspace.id]:
@@ -141,18 +141,36 @@ class Results:
                 hits += 1
             if hits == len(spec.steps):
                 marks.append((workspace.id, hits, True))
-                last, writer = found[keys[workspace.id][-1]]
-                version = result_version(keys[workspace.id][-1], writer)
+                version = result_version(keys[workspace.id][-1], found[keys[workspace.id][-1]])
                 if version is not None:
                     result_keys[workspace.id] = version
                 if version is not None and (version, workspace.branch) in reusable:
                     copied.append(workspace.id)
                 else:
-                    specs[workspace.id] = self._changeset_specs(row, spec, workspace, last)
+                    rendered.append(workspace)
                 continue
             if hits:
                 marks.append((workspace.id, hits, False))
             pending.append(workspace)
+        # Only the workspaces whose changeset specs are rendered need their results' values.
+        lasts = [keys[w.id][-1] for w in rendered]
+        values: dict[str, Any] = {}
+        for start in range(0, len(lasts), _CHUNK):
+            values.update(await self.store.cached(row.user_name, lasts[start : start + _CHUNK]))
+        specs: dict[int | None, list[dict[str, Any]]] = {}
+        gone: set[int] = set()
+        for workspace in rendered:
+            last = values.get(keys[workspace.id][-1])
+            if last is None:
+                gone.add(workspace.id)  # evicted between the two reads: it runs again
+                continue
+            specs[workspace.id] = self._changeset_specs(row, spec, workspace, last)
+        if gone:
+            marks = [m for m in marks if m[0] not in gone]
+            waiting = gone | {w.id for w in pending}
+            pending = [w for w in workspaces if w.id in waiting]
+            for workspace_id in gone:
+                result_keys.pop(workspace_id, None)
         await self.store.set_cached(marks, result_keys)
         if earlier is not None and copied:
             await self.store.copy_changeset_specs(earlier, row.id, copied)

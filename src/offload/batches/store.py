@@ -407,25 +407,25 @@ class BatchStore:
 
     async def cached(self, user: str, keys: Sequence[str]) -> dict[str, Any]:
         """The cached step results among `keys`, by key."""
-        return {k: value for k, (value, _) in (await self.cached_entries(user, keys)).items()}
+        rows = await self._cache_rows(user, keys, "key, value")
+        return {r["key"]: decode_json(r["value"]) for r in rows}
 
-    async def cached_entries(
-        self, user: str, keys: Sequence[str]
-    ) -> dict[str, tuple[Any, int | None]]:
-        """The cached step results among `keys`, by key, each with the job that wrote it."""
+    async def cached_writers(self, user: str, keys: Sequence[str]) -> dict[str, int | None]:
+        """Which of `keys` the cache holds, each with the job that wrote it: no values read
+        (a resolution needs a value only for a changeset spec it renders)."""
+        rows = await self._cache_rows(user, keys, "key, job_id")
+        return {r["key"]: None if r["job_id"] is None else int(r["job_id"]) for r in rows}
+
+    async def _cache_rows(self, user: str, keys: Sequence[str], columns: str) -> list[Any]:
         if not keys:
-            return {}
+            return []
         names = {f"k{i}": key for i, key in enumerate(keys)}
-        rows = await self.db.fetch(
-            "SELECT key, value, job_id FROM batch_step_cache WHERE user_name = :user AND key IN ("
+        return await self.db.fetch(
+            f"SELECT {columns} FROM batch_step_cache WHERE user_name = :user AND key IN ("
             + ", ".join(f":{n}" for n in names)
             + ")",
             {"user": user, **names},
         )
-        return {
-            r["key"]: (decode_json(r["value"]), None if r["job_id"] is None else int(r["job_id"]))
-            for r in rows
-        }
 
     async def cache(
         self, user: str, entries: Mapping[str, Any], *, job_id: int | None = None
