@@ -1,13 +1,19 @@
 """The web interface's pages over a served offload, as a browser without JavaScript sees them:
 signing in and out with a form, being sent to sign in, CSRF on every form that changes
-something, other namespaces' jobs not found, site-admin pages, headers and bad forms.
+something, other namespaces' jobs not found, site-admin pages, headers and bad forms; a job's
+live log as server-sent events, its plain text, cancel and retry from its page.
 (The browser tests in tests/browser drive the same pages with Chromium.)"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +22,9 @@ from access_site import PASSWORD, Site, served
 from offload.db.base import Database
 from offload.db.url import DatabaseURL
 from offload.jobs.service import JobRequest
+from offload.queue.record import Lease, LogEntry
+from offload.queue.store import SqlQueueStore
+from offload.web import livelog
 
 HTML = {"Accept": "text/html"}
 
@@ -149,3 +158,186 @@ async def test_static_files_are_served_and_unknown_pages_are_html_404s(site: Sit
         )
         escape = await client.get("/static/../pages.py")
         assert escape.status_code == 404
+        icon = await client.get("/favicon.ico", follow_redirects=True)
+        assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg")
+
+
+# -- a job's page: live log, plain text, cancel and retry ------------------------------------
+
+
+async def olives_job(site: Site, namespace: str = "olive") -> int:
+    """A queued job of olive's (no executor runs: it waits)."""
+    request = JobRequest(
+        repo="demo", command=["sh", "-c", "echo hi"], namespace=namespace, submitted_by="olive"
+    )
+    return int(await site.app.state.jobs.create(request))
+
+
+async def running(site: Site, job_id: int) -> tuple[SqlQueueStore, Lease]:
+    """Take the job as an executor would: its store and lease."""
+    store: SqlQueueStore = site.app.state.jobs.stores["default"]
+    (record,) = await store.dequeue("exec-test")
+    assert record.id == job_id
+    return store, record.lease
+
+
+def step(out: str, exit_code: int | None = None) -> LogEntry:
+    return LogEntry(
+        key="step.run", command=["sh"], start_time=datetime.now(UTC), exit_code=exit_code, out=out
+    )
+
+
+Event = tuple[str, dict[str, Any], str | None]
+
+
+async def events_of(answer: httpx.Response) -> AsyncIterator[Event]:
+    """The server-sent events of a stream: (event, data, id)."""
+    kind, data, cursor = "message", "", None
+    async for line in answer.aiter_lines():
+        if line == "":
+            if data:
+                yield kind, json.loads(data), cursor
+            kind, data, cursor = "message", "", None
+        elif line.startswith("event: "):
+            kind = line[len("event: ") :]
+        elif line.startswith("data: "):
+            data = line[len("data: ") :]
+        elif line.startswith("id: "):
+            cursor = line[len("id: ") :]
+
+
+async def test_a_jobs_live_log_streams_new_output_and_ends_when_it_finishes(site: Site) -> None:
+    job_id = await olives_job(site)
+    store, lease = await running(site, job_id)
+    first = "stdout: \x1b[31mline-1\x1b[0m\n"
+    entry_id = await store.add_log_entry(lease, step(first))
+    big = "".join(f"stdout: line-{i}\n" for i in range(2, 20000))
+    assert len(big) > 2 * livelog.MAX_EVENT_CHARS
+    async with signed_in(site, "olive") as olive, asyncio.timeout(60):
+        page = await olive.get(f"/jobs/{job_id}")
+        since = f"{entry_id}.{len(first)}"
+        assert f"/jobs/{job_id}/events?since={since}" in page.text
+        seen: list[Event] = []
+        async with olive.stream("GET", f"/jobs/{job_id}/events") as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            async for found in events_of(stream):
+                seen.append(found)
+                if found[0] == "state" and len([k for k, _, _ in seen if k == "state"]) == 1:
+                    assert found[1] == {"state": "processing"}
+                    # The reader has the first line: the command prints more, ends, the job too.
+                    await store.update_log_entry(lease, entry_id, step(first + big, 0))
+                    await store.mark_complete(lease)
+        logs = [data for kind, data, _ in seen if kind == "log"]
+        assert logs[0]["text"] == first and logs[0]["exitCode"] is None
+        assert "".join(d["text"] for d in logs) == first + big
+        assert all(len(d["text"]) <= livelog.MAX_EVENT_CHARS for d in logs) and len(logs) >= 3
+        assert logs[-1]["exitCode"] == 0 and {d["key"] for d in logs} == {"step.run"}
+        assert seen[-1][2] is None and seen[-2:] == [
+            ("state", {"state": "completed"}, None),
+            ("end", {"state": "completed"}, None),
+        ]
+        assert [c for kind, _, c in seen if kind == "log"][-1] == f"{entry_id}.{len(first + big)}"
+
+        # Where the page left off (or a reconnect's Last-Event-ID): only what came after.
+        for params, headers in (({"since": since}, {}), ({}, {"Last-Event-ID": since})):
+            url = f"/jobs/{job_id}/events"
+            async with olive.stream("GET", url, params=params, headers=headers) as again:
+                rest = [found async for found in events_of(again)]
+            text = "".join(d["text"] for kind, d, _ in rest if kind == "log")
+            assert text == big, (params, headers)
+            assert rest[-1] == ("end", {"state": "completed"}, None)
+
+
+async def test_another_namespaces_live_log_and_text_log_are_not_found(site: Site) -> None:
+    job_id = await olives_job(site)
+    store, lease = await running(site, job_id)
+    await store.add_log_entry(lease, step("stdout: secret plans\n", 0))
+    async with signed_in(site, "mallory") as mallory:
+        for path in (f"/jobs/{job_id}/events", f"/jobs/{job_id}/log.txt"):
+            answer = await mallory.get(path)
+            assert answer.status_code == 404 and "Not found" in answer.text, path
+            assert "secret plans" not in answer.text
+            assert answer.headers["content-type"].startswith("text/html")
+    async with browser(site) as anonymous:
+        answer = await anonymous.get(f"/jobs/{job_id}/events")
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/sign-in")
+    async with signed_in(site, "olive") as olive:
+        text = await olive.get(f"/jobs/{job_id}/log.txt")
+        assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
+        assert text.text == "=== step.run (exit 0)\nstdout: secret plans\n"
+        assert text.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_one_user_holds_a_bounded_number_of_live_logs(site: Site) -> None:
+    job_id = await olives_job(site)
+    await running(site, job_id)
+    async with signed_in(site, "olive") as olive, contextlib.AsyncExitStack() as stack:
+        for _ in range(livelog.MAX_STREAMS_PER_USER):
+            stream = await stack.enter_async_context(olive.stream("GET", f"/jobs/{job_id}/events"))
+            assert stream.status_code == 200
+        over = await olive.get(f"/jobs/{job_id}/events")
+        assert over.status_code == 429 and over.headers["retry-after"]
+        assert "live logs are open already" in over.text
+    # Closed streams are given back (the server notices within a poll).
+    async with signed_in(site, "olive") as olive, asyncio.timeout(30):
+        while True:
+            async with olive.stream("GET", f"/jobs/{job_id}/events") as stream:
+                if stream.status_code == 200:
+                    break
+            await asyncio.sleep(0.25)
+
+
+def form_tag(page: str, action: str) -> str:
+    found = re.search(rf'<form method="post" action="{re.escape(action)}"[^>]*>', page)
+    assert found, f"no form to {action}"
+    return found.group(0)
+
+
+async def test_cancel_and_retry_from_the_job_page_need_its_csrf_token(site: Site) -> None:
+    job_id = await olives_job(site, namespace="acme")
+    cancel, retry = f"/jobs/{job_id}/cancel", f"/jobs/{job_id}/retry"
+    jobs = site.app.state.jobs
+
+    async def state() -> str:
+        view = await jobs.view(job_id)
+        return str(view.state.value)
+
+    async with signed_in(site, "mallory") as mallory:
+        token = csrf_of((await mallory.get("/")).text)
+        answer = await mallory.post(cancel, data={"csrf": token})
+        assert answer.status_code == 404 and await state() == "queued"
+    async with signed_in(site, "olive") as olive:
+        page = (await olive.get(f"/jobs/{job_id}")).text
+        assert "hidden" not in form_tag(page, cancel) and "hidden" in form_tag(page, retry)
+        for forged in ({"note": "no token"}, {"csrf": "forged"}):
+            answer = await olive.post(cancel, data=forged)
+            assert answer.status_code == 403 and "CSRF" in answer.text
+            assert await state() == "queued"
+        answer = await olive.post(cancel, data={"csrf": csrf_of(page)})
+        assert (
+            answer.status_code == 303 and answer.headers["location"] == f"/jobs/{job_id}?did=cancel"
+        )
+        assert await state() == "canceled"
+        page = (await olive.get(answer.headers["location"])).text
+        assert "Cancel requested" in page and "state-canceled" in page
+        assert "hidden" in form_tag(page, cancel) and "hidden" not in form_tag(page, retry)
+        again = await olive.post(cancel, data={"csrf": csrf_of(page)})
+        assert again.status_code == 409 and "already finished" in again.text
+
+        answer = await olive.post(retry, data={"csrf": "forged"})
+        assert answer.status_code == 403 and await state() == "canceled"
+        answer = await olive.post(retry, data={"csrf": csrf_of(page)})
+        assert (
+            answer.status_code == 303 and answer.headers["location"] == f"/jobs/{job_id}?did=retry"
+        )
+        assert await state() == "queued"
+        assert "The job is queued again." in (await olive.get(answer.headers["location"])).text
+    audited = await site.db.fetch(
+        "SELECT actor, action, target FROM audit_log WHERE action IN ('job.cancel', 'job.retry')"
+        " ORDER BY id"
+    )
+    assert [(r["actor"], r["action"], r["target"]) for r in audited] == [
+        ("olive", "job.cancel", f"job {job_id}"),
+        ("olive", "job.retry", f"job {job_id}"),
+    ]

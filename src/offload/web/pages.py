@@ -119,7 +119,15 @@ class Pages:
         self, request: Request, status: int, message: str, viewer: Principal | None = None
     ) -> HTMLResponse:
         """An error page that says what went wrong, with the status it stands for."""
-        titles = {400: "Bad request", 403: "Not allowed", 404: "Not found", 413: "Too large"}
+        titles = {
+            400: "Bad request",
+            403: "Not allowed",
+            404: "Not found",
+            409: "Not now",
+            413: "Too large",
+            415: "Bad request",
+            429: "Too many at once",
+        }
         return self.render(
             request,
             "error.html",
