@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from access_site import PASSWORD, Site, served
+from web_client import browser, csrf_of, signed_in
 
 from offload.db.base import Database
 from offload.db.url import DatabaseURL
@@ -26,34 +27,11 @@ from offload.queue.record import Lease, LogEntry
 from offload.queue.store import SqlQueueStore
 from offload.web import livelog
 
-HTML = {"Accept": "text/html"}
-
 
 @pytest.fixture
 async def site(db: Database, db_url: DatabaseURL, tmp_path: Path) -> AsyncIterator[Site]:
     async with served(db, db_url, tmp_path) as running:
         yield running
-
-
-def browser(site: Site) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=site.url, timeout=60, headers=HTML)
-
-
-@contextlib.asynccontextmanager
-async def signed_in(site: Site, username: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A browser-like client with a session of `username` (cookies kept by the client)."""
-    async with browser(site) as client:
-        answer = await client.post(
-            "/sign-in", data={"username": username, "password": PASSWORD, "next": "/jobs"}
-        )
-        assert answer.status_code == 303 and answer.headers["location"] == "/jobs", answer.text
-        yield client
-
-
-def csrf_of(page: str) -> str:
-    marker = 'name="csrf" value="'
-    start = page.index(marker) + len(marker)
-    return page[start : page.index('"', start)]
 
 
 async def test_a_page_without_a_session_sends_the_browser_to_sign_in_and_back(site: Site) -> None:
@@ -112,6 +90,12 @@ async def test_jobs_of_other_namespaces_are_not_found(site: Site) -> None:
         assert page.status_code == 200 and f"Job {job_id}" in page.text and "acme" in page.text
         listed = await olive.get("/jobs?namespace=acme")
         assert f'href="/jobs/{job_id}"' in listed.text
+        on_demo = await olive.get("/jobs?namespace=acme&repo=demo&state=queued")
+        assert f'href="/jobs/{job_id}"' in on_demo.text
+        for other in ("repo=elsewhere", "state=completed", "queue=gpu"):
+            elsewhere = await olive.get(f"/jobs?namespace=acme&{other}")
+            assert elsewhere.status_code == 200, elsewhere.text
+            assert f'href="/jobs/{job_id}"' not in elsewhere.text, other
     async with signed_in(site, "mallory") as mallory:
         page = await mallory.get(f"/jobs/{job_id}")
         assert page.status_code == 404 and "Not found" in page.text
@@ -158,6 +142,9 @@ async def test_static_files_are_served_and_unknown_pages_are_html_404s(site: Sit
         )
         escape = await client.get("/static/../pages.py")
         assert escape.status_code == 404
+        malformed = await client.get("/jobs/not-a-number")
+        assert malformed.status_code == 400 and "job_id" in malformed.text
+        assert malformed.headers["content-type"].startswith("text/html")
         icon = await client.get("/favicon.ico", follow_redirects=True)
         assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg")
 

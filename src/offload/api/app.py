@@ -46,8 +46,11 @@ from offload.repos.syncer import Syncer
 from offload.secrets.cipher import Cipher
 from offload.secrets.routes import secrets_router
 from offload.secrets.store import Secrets
+from offload.web.executors import executors_router
 from offload.web.pages import STATIC, Pages, is_page_request
-from offload.web.routes import SignInRequired, WebServices, sign_in_redirect, web_router
+from offload.web.profile import profile_router
+from offload.web.routes import WebServices, sign_in_redirect, web_router
+from offload.web.viewer import SignInRequired
 
 # What FastAPI says of a body it could not parse (fastapi/routing.py).
 UNPARSED_BODY = "There was an error parsing the body"
@@ -118,6 +121,8 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
         registry=registry,
     )
     app.include_router(web_router(pages, web))
+    app.include_router(profile_router(pages, web))
+    app.include_router(executors_router(pages, web, executor_auth))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.exception_handler(SignInRequired)
@@ -151,6 +156,12 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
             first = found[0]
             where = ".".join(str(p) for p in first["loc"])
             return PlainTextResponse(f"bad request: {where}: {first['msg']}", status_code=400)
+        if is_page_request(request):
+            # A page's address with a malformed part (`/jobs/abc`, `?before=x`): an error page.
+            said = "; ".join(
+                f"{'.'.join(str(p) for p in f['loc'][1:]) or 'request'}: {f['msg']}" for f in found
+            )
+            return pages.error(request, 400, f"This address cannot be read: {said}.")
         return JSONResponse({"detail": found}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

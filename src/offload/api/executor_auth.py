@@ -29,6 +29,10 @@ class ExecutorAuth:
             self._token = (await executor_token(self.db), time.monotonic())
         return self._token[0]
 
+    def forget(self) -> None:
+        """Read the token again on the next call: it was just replaced in this process."""
+        self._token = None
+
     async def require_executor(self, request: Request) -> None:
         """The caller holds the shared executor token; 401 otherwise."""
         scheme, _, value = request.headers.get("authorization", "").partition(" ")

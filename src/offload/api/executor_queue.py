@@ -82,8 +82,9 @@ def executor_router(
                 raise HTTPException(400, str(exc)) from exc
         ids = body.ids_by_queue(queue)
         names = [queue] if queue is not None else (body.queue_names or list(ids))
-        await registry.heartbeat(body, names)
         beats = await dispatcher.heartbeat(body.executor_name, ids)
+        # The executors page lists the jobs the queues confirm this executor holds.
+        await registry.heartbeat(body, names, {n: b.known_ids for n, b in beats.items()})
 
         def wire_id(job_id: int, name: str) -> str:
             return str(job_id) if queue is not None else f"{job_id}-{name}"

@@ -166,6 +166,10 @@ executors = Table(
     Column("runtime", String(64), nullable=False, server_default=""),
     Column("first_seen_at", TIME, nullable=False),
     Column("last_seen_at", TIME, nullable=False),
+    # As the last heartbeat said: the limits of its jobs by kind (NULL: not reported), and
+    # the jobs it holds by queue ({"default": [12, 13]}).
+    Column("job_limits", JSONType),
+    Column("running_jobs", JSONType),
 )
 
 # Per-job tokens: only their sha256 is kept; one per job and queue at a time.

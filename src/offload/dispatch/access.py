@@ -11,9 +11,14 @@ from offload.db.site_config import set_setting, setting_once
 KEY = "executors.access_token"
 
 
+def new_token() -> str:
+    """A new random executor token."""
+    return secrets.token_hex(24)
+
+
 async def executor_token(db: Database) -> str:
     """The executor token, generated (and stored) the first time it is asked for."""
-    return await setting_once(db, KEY, lambda: secrets.token_hex(24))
+    return await setting_once(db, KEY, new_token)
 
 
 async def set_executor_token(db: Database, value: str) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +14,18 @@ from offload.protocol.wire import HeartbeatRequest
 
 # An executor not heard from for this long is shown as inactive.
 ACTIVE_WINDOW = timedelta(seconds=20)
+
+
+def _limits(value: Any) -> dict[str, str] | None:
+    limits = decode_json(value) if value is not None else None
+    return {str(k): str(v) for k, v in limits.items()} if isinstance(limits, dict) else None
+
+
+def _running(value: Any) -> dict[str, list[int]]:
+    running = decode_json(value) if value is not None else None
+    if not isinstance(running, dict):
+        return {}
+    return {str(q): [int(i) for i in ids] for q, ids in running.items()}
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,10 @@ class Executor:
     runtime: str
     first_seen_at: datetime
     last_seen_at: datetime
+    # Kind -> value ("memory": "2G"); None when the executor does not report them.
+    limits: dict[str, str] | None = None
+    # Queue -> ids of the jobs it held at its last heartbeat.
+    running: dict[str, list[int]] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Executor:
@@ -47,7 +63,14 @@ class Executor:
             runtime=row["runtime"],
             first_seen_at=first,
             last_seen_at=last,
+            limits=_limits(row["job_limits"]),
+            running=_running(row["running_jobs"]),
         )
+
+    @property
+    def running_count(self) -> int:
+        """How many jobs it held at its last heartbeat."""
+        return sum(len(ids) for ids in self.running.values())
 
     def active(self, now: datetime, window: timedelta = ACTIVE_WINDOW) -> bool:
         """Heard from within `window`."""
@@ -61,19 +84,27 @@ class ExecutorRegistry:
         self.db = db
         self.clock = clock or SystemClock()
 
-    async def heartbeat(self, beat: HeartbeatRequest, queues: list[str]) -> None:
-        """Record that `beat`'s executor is alive, with what it says about itself."""
+    async def heartbeat(
+        self,
+        beat: HeartbeatRequest,
+        queues: list[str],
+        running: Mapping[str, Sequence[int]] | None = None,
+    ) -> None:
+        """Record that `beat`'s executor is alive, with what it says about itself; `running`:
+        the jobs it holds, by queue."""
         now = self.clock.now()
         await self.db.fetch(
             "INSERT INTO executors (hostname, queues, os, architecture, executor_version,"
-            " git_version, docker_version, runtime, first_seen_at, last_seen_at)"
+            " git_version, docker_version, runtime, job_limits, running_jobs, first_seen_at,"
+            " last_seen_at)"
             " VALUES (:hostname, :queues, :os, :architecture, :executor_version, :git_version,"
-            " :docker_version, :runtime, :now, :now)"
+            " :docker_version, :runtime, :limits, :running, :now, :now)"
             " ON CONFLICT (hostname) DO UPDATE SET queues = excluded.queues, os = excluded.os,"
             " architecture = excluded.architecture,"
             " executor_version = excluded.executor_version,"
             " git_version = excluded.git_version, docker_version = excluded.docker_version,"
-            " runtime = excluded.runtime, last_seen_at = excluded.last_seen_at",
+            " runtime = excluded.runtime, job_limits = excluded.job_limits,"
+            " running_jobs = excluded.running_jobs, last_seen_at = excluded.last_seen_at",
             {
                 "hostname": beat.executor_name,
                 "queues": queues,
@@ -83,6 +114,8 @@ class ExecutorRegistry:
                 "git_version": beat.git_version,
                 "docker_version": beat.docker_version,
                 "runtime": beat.runtime,
+                "limits": beat.limits,
+                "running": {q: list(ids) for q, ids in (running or {}).items() if ids},
                 "now": now,
             },
         )

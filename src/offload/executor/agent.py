@@ -14,7 +14,7 @@ from offload.executor.client import ExecutorClient, Unauthorized
 from offload.executor.config import ExecutorConfig, size_text
 from offload.executor.disks import Disks, DisksUnavailable
 from offload.executor.handler import HandlerSettings, JobHandler
-from offload.executor.limits import duration_text, summary
+from offload.executor.limits import duration_text, reported, summary
 from offload.executor.rundir import RunDir, sweep
 from offload.executor.runtimes.base import Runtime, RuntimeUnavailable
 from offload.executor.runtimes.cgroup import Cgroups
@@ -161,8 +161,19 @@ async def _connected(
     disks: Disks | None,
     disk_line: str,
 ) -> int:
+    limits = reported(
+        config.limits(),
+        config.max_runtime,
+        disk=disks is not None,
+        confined=config.backend != "shell",
+    )
     client = ExecutorClient(
-        config.frontend_url, config.token, config.queues, name=config.name, runtime=runtime.name
+        config.frontend_url,
+        config.token,
+        config.queues,
+        name=config.name,
+        runtime=runtime.name,
+        limits=limits,
     )
     try:
         try:

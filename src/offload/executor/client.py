@@ -12,7 +12,7 @@ import itertools
 import logging
 import platform
 import subprocess
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -81,6 +81,7 @@ class ExecutorClient:
         *,
         name: str,
         runtime: str = "",
+        limits: Mapping[str, str] | None = None,
         http: httpx.AsyncClient | None = None,
         retry_delay: float = 0.5,
         queue_path: str | None = None,
@@ -93,6 +94,8 @@ class ExecutorClient:
         self.queues = list(queues)
         self.name = name
         self.runtime = runtime
+        # What each job may use, for the executors page (None: not reported).
+        self.limits = dict(limits) if limits is not None else None
         self.retry_delay = retry_delay
         self.http = http or client(self.base_url, timeout=60.0)
         self._ids = itertools.count(1)
@@ -127,6 +130,7 @@ class ExecutorClient:
             self.queues,
             name=self.name,
             runtime=self.runtime,
+            limits=self.limits,
             retry_delay=self.retry_delay,
             queue_path=self.queue_path,
         )
@@ -270,6 +274,7 @@ class ExecutorClient:
             executor_version=__version__,
             git_version=self._git_version,
             runtime=self.runtime,
+            limits=self.limits,
         )
         path = f"{self.queue_path}/heartbeat" if self.queue_path else routes.heartbeat()
         response = await self.http.post(path, json=body.dump(), headers=self._executor_headers())

@@ -56,6 +56,27 @@ def duration_text(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def reported(
+    limits: Limits, max_runtime: float | None, *, disk: bool, confined: bool = True
+) -> dict[str, str]:
+    """The limits each job runs under, kind -> value ("none" where there is none), as the
+    heartbeat reports them to the executors page. `disk`: workspaces are size-limited;
+    `confined`: the runtime enforces cpu, memory, pids and /tmp (the shell runtime does not)."""
+
+    def text(kind: str, value: float, holds: bool = True) -> str:
+        return value_text(kind, value) if holds and value > 0 else "none"
+
+    return {
+        "memory": text("memory", limits.memory_bytes, confined),
+        "cpus": f"{limits.cpus:g}" if confined and limits.cpus > 0 else "none",
+        "pids": text("pids", limits.pids, confined),
+        "disk": text("disk", limits.disk_bytes, confined and disk),
+        "tmp": text("tmp", limits.tmp_bytes, confined),
+        "output": text("output", limits.output_bytes),
+        "time": text("time", max_runtime or 0),
+    }
+
+
 def summary(limits: Limits, max_runtime: float | None, disk: str) -> str:
     """`limits: 1 CPU, memory 2G, 1024 pids, ...` for the start line; `disk` says how the
     workspace's size is limited (or why it is not)."""

@@ -223,11 +223,20 @@ class JobService:
         before: int | None = None,
         state: State | None = None,
         queue: str | None = None,
+        repo: str | None = None,
     ) -> list[JobView]:
         """The newest jobs first, of `namespaces` (None: every job), before id `before`, in
-        `state` and `queue` when given."""
+        `state`, `queue` and on repository `repo` when given."""
         where = ["1 = 1"]
         params: dict[str, Any] = {"limit": limit}
+        if repo is not None:
+            name = (
+                "payload->>'repositoryName'"
+                if self.db.dialect == "postgresql"
+                else "json_extract(payload, '$.repositoryName')"
+            )
+            where.append(f"{name} = :repo")
+            params["repo"] = repo
         if state is not None:
             where.append("state = :state")
             params["state"] = state.value

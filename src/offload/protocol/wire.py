@@ -28,6 +28,8 @@ MAX_COMMAND_WORDS = 10_000
 MAX_COMMAND_WORD = 1024 * 1024
 MAX_ERROR_MESSAGE = 1024 * 1024
 MAX_METRICS = 1024 * 1024
+# The most job limits one heartbeat may report (memory, cpu, pids, disk, tmp, output, time).
+MAX_LIMITS = 16
 
 
 def _printable(value: str) -> str:
@@ -192,6 +194,9 @@ class HeartbeatRequest(Wire):
     prometheus_metrics: str = Field(default="", max_length=MAX_METRICS)
     # offload: which runtime isolates this executor's jobs.
     runtime: Label = ""
+    # offload: the limits each job of this executor runs under, by kind ("memory": "2G",
+    # "time": "30m"; "none" where there is none). Absent from executors that predate it.
+    limits: dict[Label, Label] | None = Field(default=None, max_length=MAX_LIMITS)
 
     @field_validator("job_ids", mode="before")
     @classmethod

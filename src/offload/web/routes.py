@@ -1,7 +1,7 @@
 """The web interface's pages, served by the server process beside the API.
 
 Who may see each: `/sign-in` anyone; every other page a signed-in user (others are sent to
-sign in), showing only what their namespaces own; `/executors` site admins (others 403).
+sign in), showing only what their namespaces own (`/executors` is in web/executors.py).
 Forms that change something carry the session's CSRF token; without it they get 403. A job's
 live log (`/jobs/{id}/events`), its text (`/jobs/{id}/log.txt`), cancel and retry follow the
 API's rules: whoever may act in the job's namespace, and site admins; others get 404.
@@ -36,6 +36,7 @@ from offload.web import livelog
 from offload.web.forms import read_form
 from offload.web.livelog import Cursor, LogFollower
 from offload.web.pages import HEADERS, Pages, static_url
+from offload.web.viewer import SignInRequired, Viewer
 
 JOBS_PER_PAGE = 50
 # States a job may be canceled in (the queue's cancel statement), and retried in from a page.
@@ -47,14 +48,6 @@ DONE = {
     "next checks in.",
     "retry": "The job is queued again.",
 }
-
-
-class SignInRequired(Exception):
-    """A page was asked for without a session: the browser goes to sign in, then back."""
-
-    def __init__(self, back_to: str) -> None:
-        super().__init__(back_to)
-        self.back_to = back_to
 
 
 def safe_next(target: str | None) -> str:
@@ -107,33 +100,8 @@ def web_router(pages: Pages, services: WebServices) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     auth = services.auth
 
-    async def signed_in(request: Request) -> Principal | None:
-        try:
-            return await auth.optional(request)
-        except HTTPException as exc:
-            if exc.status_code == 401:  # a session that ended, a user since disabled
-                return None
-            raise
-
-    async def viewer(request: Request) -> Principal:
-        principal = await signed_in(request)
-        if principal is None:
-            back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            raise SignInRequired(back)
-        return principal
-
-    async def posted(request: Request) -> tuple[Principal, dict[str, str]]:
-        """The signed-in user behind a form, proven by the form's CSRF token, and its fields."""
-        form = await read_form(request)
-        try:
-            principal = await auth.optional(request, csrf=form.get("csrf", ""))
-        except HTTPException as exc:
-            if exc.status_code == 401:
-                raise SignInRequired("/") from exc
-            raise
-        if principal is None:
-            raise SignInRequired("/")
-        return principal, form
+    who = Viewer(auth)
+    signed_in, viewer, posted = who.signed_in, who.require, who.posted
 
     @router.get("/favicon.ico")
     async def favicon() -> Response:
@@ -218,19 +186,6 @@ def web_router(pages: Pages, services: WebServices) -> APIRouter:
             changes=await services.batches.recent(principal.namespaces(), limit=10),
         )
 
-    @router.get("/executors")
-    async def executors(request: Request, principal: Principal = Depends(viewer)) -> Response:
-        if not principal.site_admin:
-            return pages.error(request, 403, "Only site admins see the executors.", principal)
-        now = datetime.now(UTC)
-        return pages.render(
-            request,
-            "executors.html",
-            principal,
-            now=now,
-            executors=[(e, e.active(now)) for e in await services.registry.list()],
-        )
-
     @router.get("/jobs")
     async def jobs(
         request: Request,
@@ -238,6 +193,7 @@ def web_router(pages: Pages, services: WebServices) -> APIRouter:
         state: str = "",
         queue: str = "",
         namespace: str = "",
+        repo: str = "",
         before: int | None = None,
     ) -> Response:
         states = {s.value: s for s in State}
@@ -254,6 +210,7 @@ def web_router(pages: Pages, services: WebServices) -> APIRouter:
             before=before if before is not None and before > 0 else None,
             state=states.get(state),
             queue=queue[:64] or None,
+            repo=repo[:255] or None,
         )
         return pages.render(
             request,
@@ -261,7 +218,12 @@ def web_router(pages: Pages, services: WebServices) -> APIRouter:
             principal,
             jobs=found[:JOBS_PER_PAGE],
             more=found[JOBS_PER_PAGE - 1].id if len(found) > JOBS_PER_PAGE else None,
-            filters={"state": state, "queue": queue[:64], "namespace": namespace},
+            filters={
+                "state": state,
+                "queue": queue[:64],
+                "namespace": namespace,
+                "repo": repo[:255],
+            },
             states=list(states),
             queues=queues,
             namespaces=mine,

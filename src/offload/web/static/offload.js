@@ -276,7 +276,43 @@
     }, { passive: true });
   };
 
+  // A button[data-copy] copies the value (or text) of the element its attribute names, and
+  // says so in the element named by data-copied. Hidden until the clipboard is there to use.
+  function copyButtons() {
+    if (!navigator.clipboard || !window.isSecureContext) return;
+    var buttons = document.querySelectorAll("button[data-copy]");
+    for (var i = 0; i < buttons.length; i++) {
+      (function (button) {
+        var source = document.getElementById(button.getAttribute("data-copy"));
+        var status = document.getElementById(button.getAttribute("data-copied") || "");
+        if (!source) return;
+        var say = function (text) { if (status) status.textContent = text; };
+        button.hidden = false;
+        button.addEventListener("click", function () {
+          var text = "value" in source ? source.value : source.textContent;
+          navigator.clipboard.writeText(text).then(
+            function () { say("Copied."); },
+            function () {
+              if (source.select) source.select();
+              say("The browser refused to copy: it is selected, copy it with the keyboard.");
+            }
+          );
+        });
+      })(buttons[i]);
+    }
+  }
+
+  // A form[data-confirm] does what cannot be undone only once the reader confirms it.
+  function confirmForms() {
+    document.addEventListener("submit", function (e) {
+      var message = e.target.getAttribute && e.target.getAttribute("data-confirm");
+      if (message && !window.confirm(message)) e.preventDefault();
+    });
+  }
+
   function start() {
+    copyButtons();
+    confirmForms();
     var root = document.getElementById("log");
     if (root) new LiveLog(root);
   }
