@@ -14,6 +14,8 @@ import uvicorn
 from fastapi import FastAPI
 
 log = logging.getLogger(__name__)
+# uvicorn's default backlog.
+BACKLOG = 2048
 T = TypeVar("T")
 
 
@@ -32,6 +34,9 @@ def listen(host: str, port: int, *, settings_hint: str) -> socket.socket:
             f"cannot listen on {host}:{port}: {exc.strerror}; "
             f"set {settings_hint} to a free address (port 0 picks one)",
         ) from exc
+    # Listening from here on: a client that connects as soon as the address is printed waits
+    # in the backlog until the server accepts, instead of being refused while it starts up.
+    sock.listen(BACKLOG)
     return sock
 
 

@@ -100,6 +100,10 @@ async def test_the_executor_reports_its_configured_limits_and_the_page_shows_the
     assert "sandbox" in row and ">active<" in row
     # Shown in the page's order, whatever order the database keeps the keys in.
     assert row.index(">memory<") < row.index(">CPUs<") < row.index(">time<")
+    # The API (`offload executors list --json`) reports them too.
+    listed = await site.call("admin", "GET", "/api/executors")
+    (entry,) = [e for e in listed.json() if e["hostname"] == "exec-limited"]
+    assert entry["limits"] == limits and entry["runningJobs"] == {}
 
 
 async def test_an_executor_that_reports_no_limits_still_registers(site: Site) -> None:
@@ -223,3 +227,10 @@ async def test_rotating_replaces_the_token_and_the_old_one_is_refused(site: Site
     assert (await beat(site, alive, new)).status_code == 200
     audit = await site.call("admin", "GET", "/api/audit?action=executors.token")
     assert [e["actor"] for e in audit.json()] == ["root"]
+
+    # Replaced through the API, the token the server held a moment ago is refused at once too.
+    newest = "replaced-through-the-api-0123456789"
+    put = await site.call("admin", "PUT", "/api/executors/token", json={"token": newest})
+    assert put.status_code == 204, put.text
+    assert (await beat(site, alive, new)).status_code == 401
+    assert (await beat(site, alive, newest)).status_code == 200

@@ -1,7 +1,8 @@
 """The profile page over a served offload, as a browser without JavaScript sees it: the user's
 record and their own access tokens only; creating a token (CSRF, shown once, works against the
 API, site-admin scope for site admins only) and revoking it (CSRF, 401 afterwards, another
-user's token not found), both audited. (tests/browser/test_profile.py drives it in Chromium.)"""
+user's token not found), both audited. (tests/browser/test_browser_profile.py drives it in
+Chromium.)"""
 
 from __future__ import annotations
 

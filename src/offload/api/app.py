@@ -108,7 +108,17 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
         pulls_router(PullRequests(PullRequestStore(db), repos, mirrors), auth, audit)
     )
     app.include_router(repos_router(Syncer(repos, mirrors), auth, audit))
-    app.include_router(dispatch_router(stores, list(queues), grants, registry, auth, audit))
+    app.include_router(
+        dispatch_router(
+            stores,
+            list(queues),
+            grants,
+            registry,
+            auth,
+            audit,
+            token_replaced=executor_auth.forget,
+        )
+    )
     app.include_router(secrets_router(secrets, auth, audit))
     pages = Pages()
     web = WebServices(

@@ -6,6 +6,7 @@ revoke queue grants, list executors, and read or replace the executor token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +50,7 @@ def dispatch_router(
     registry: ExecutorRegistry,
     auth: Authenticator,
     audit: AuditLog,
+    token_replaced: Callable[[], None] = lambda: None,
 ) -> APIRouter:
     """/api/queues and /api/executors."""
     router = APIRouter(prefix="/api", responses=documented(401))
@@ -133,6 +135,10 @@ def dispatch_router(
                 "architecture": e.architecture,
                 "firstSeenAt": e.first_seen_at.isoformat(),
                 "lastSeenAt": e.last_seen_at.isoformat(),
+                # Its job limits (None: an executor that does not report them) and the jobs
+                # the queues confirm it holds, by queue.
+                "limits": e.limits,
+                "runningJobs": e.running,
             }
             for e in await registry.list()
         ]
@@ -146,6 +152,8 @@ def dispatch_router(
         body: TokenBody, request: Request, principal: Principal = Depends(auth.require_site_admin)
     ) -> None:
         await set_executor_token(registry.db, body.token)
+        # This server refuses the old token at once (others when their cache expires).
+        token_replaced()
         await audit.by(principal, request, "executors.token")
 
     return router
