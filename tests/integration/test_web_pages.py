@@ -22,6 +22,7 @@ from web_client import browser, csrf_of, signed_in
 
 from offload.db.base import Database
 from offload.db.url import DatabaseURL
+from offload.identity.users import Users
 from offload.jobs.service import JobRequest
 from offload.queue.record import Lease, LogEntry
 from offload.queue.store import SqlQueueStore
@@ -328,3 +329,75 @@ async def test_cancel_and_retry_from_the_job_page_need_its_csrf_token(site: Site
         ("olive", "job.cancel", f"job {job_id}"),
         ("olive", "job.retry", f"job {job_id}"),
     ]
+
+
+# Every page route, and what each caller gets when they call it with no CSRF field on a form:
+# anonymous (303: sent to sign in), another user (mallory), the owner of the job and token
+# (olive), a site admin (root). {job_id} is olive's finished job, {token_id} one of olive's tokens.
+SIGN_IN = 303
+PAGE_ROUTES: dict[tuple[str, str], tuple[int, int, int, int]] = {
+    ("GET", "/"): (SIGN_IN, 200, 200, 200),
+    ("GET", "/favicon.ico"): (308, 308, 308, 308),
+    ("GET", "/sign-in"): (200, 303, 303, 303),
+    ("POST", "/sign-in"): (400, 400, 400, 400),  # no username or password
+    ("POST", "/sign-out"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/jobs"): (SIGN_IN, 200, 200, 200),
+    ("GET", "/jobs/{job_id}"): (SIGN_IN, 404, 200, 200),
+    ("GET", "/jobs/{job_id}/log.txt"): (SIGN_IN, 404, 200, 200),
+    ("GET", "/jobs/{job_id}/events"): (SIGN_IN, 404, 200, 200),
+    ("POST", "/jobs/{job_id}/cancel"): (SIGN_IN, 403, 403, 403),
+    ("POST", "/jobs/{job_id}/retry"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/executors"): (SIGN_IN, 403, 403, 200),
+    ("POST", "/executors/token/reveal"): (SIGN_IN, 403, 403, 403),
+    ("POST", "/executors/token/rotate"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/profile"): (SIGN_IN, 200, 200, 200),
+    ("POST", "/profile/tokens"): (SIGN_IN, 403, 403, 403),
+    ("POST", "/profile/tokens/{token_id}/revoke"): (SIGN_IN, 403, 403, 403),
+}
+
+
+def page_routes(site: Site) -> set[tuple[str, str]]:
+    """Every route the app serves from offload.web, as (method, path)."""
+    found: set[tuple[str, str]] = set()
+
+    def walk(routes: list[Any]) -> None:
+        for route in routes:
+            if hasattr(route, "original_router"):  # an included router
+                walk(route.original_router.routes)
+            elif getattr(getattr(route, "endpoint", None), "__module__", "").startswith(
+                "offload.web"
+            ):
+                found.update((method, route.path) for method in route.methods - {"HEAD"})
+
+    walk(site.app.routes)
+    return found
+
+
+async def test_every_page_route_says_who_may_call_it_and_refuses_the_others(site: Site) -> None:
+    assert page_routes(site) == set(PAGE_ROUTES), "a page route without a row in PAGE_ROUTES"
+    job_id = await site.app.state.jobs.create(
+        JobRequest(repo="demo", command=["true"], namespace="olive", submitted_by="olive")
+    )
+    await site.app.state.jobs.cancel(job_id)  # finished: its event stream ends at once
+    async with signed_in(site, "olive") as olive:
+        page = await olive.get("/profile")
+        made = await olive.post(
+            "/profile/tokens", data={"csrf": csrf_of(page.text), "note": "t", "expires": "7"}
+        )
+        assert made.status_code == 201, made.text
+    olive_id = (await Users(site.db).require("olive")).id
+    (token,) = [t for t in await site.app.state.auth.tokens.list(olive_id) if t.note == "t"]
+    users = ("mallory", "olive", "root")
+    async with contextlib.AsyncExitStack() as stack:
+        callers = [await stack.enter_async_context(browser(site))]
+        callers += [await stack.enter_async_context(signed_in(site, u)) for u in users]
+        for (method, path), expected in PAGE_ROUTES.items():
+            url = path.format(job_id=job_id, token_id=token.id)
+            for who, client, status in zip(("anonymous", *users), callers, expected, strict=True):
+                if method == "GET":
+                    answer = await client.get(url)
+                else:
+                    answer = await client.post(url, data={"field": "value"})
+                assert answer.status_code == status, (method, url, who, answer.text[:300])
+                if status == SIGN_IN and who == "anonymous":
+                    assert answer.headers["location"].startswith("/sign-in?next=")
