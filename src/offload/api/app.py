@@ -49,8 +49,8 @@ from offload.secrets.store import Secrets
 from offload.web.executors import executors_router
 from offload.web.pages import STATIC, Pages, is_page_request
 from offload.web.profile import profile_router
-from offload.web.routes import WebServices, sign_in_redirect, web_router
-from offload.web.viewer import SignInRequired
+from offload.web.routes import WebServices, web_router
+from offload.web.viewer import SignInRequired, sign_in_redirect
 
 # What FastAPI says of a body it could not parse (fastapi/routing.py).
 UNPARSED_BODY = "There was an error parsing the body"

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
@@ -36,7 +36,7 @@ from offload.web import livelog
 from offload.web.forms import read_form
 from offload.web.livelog import Cursor, LogFollower
 from offload.web.pages import HEADERS, Pages, static_url
-from offload.web.viewer import SignInRequired, Viewer
+from offload.web.viewer import Viewer
 
 JOBS_PER_PAGE = 50
 # States a job may be canceled in (the queue's cancel statement), and retried in from a page.
@@ -58,11 +58,6 @@ def safe_next(target: str | None) -> str:
     if parts.scheme or parts.netloc:
         return "/"
     return target
-
-
-def sign_in_redirect(exc: SignInRequired) -> RedirectResponse:
-    """The redirect to the sign-in page that brings the user back afterwards."""
-    return RedirectResponse(f"/sign-in?next={quote(exc.back_to, safe='/')}", status_code=303)
 
 
 class EventStream(StreamingResponse):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from fastapi import HTTPException, Request
+from fastapi.responses import RedirectResponse
 
 from offload.identity.authenticator import Authenticator
 from offload.identity.principal import Principal
@@ -15,6 +18,11 @@ class SignInRequired(Exception):
     def __init__(self, back_to: str) -> None:
         super().__init__(back_to)
         self.back_to = back_to
+
+
+def sign_in_redirect(exc: SignInRequired) -> RedirectResponse:
+    """The redirect to the sign-in page that brings the user back afterwards."""
+    return RedirectResponse(f"/sign-in?next={quote(exc.back_to, safe='/')}", status_code=303)
 
 
 class Viewer:
