@@ -387,12 +387,14 @@ async def test_every_page_route_says_who_may_call_it_and_refuses_the_others(site
         assert made.status_code == 201, made.text
     olive_id = (await Users(site.db).require("olive")).id
     (token,) = [t for t in await site.app.state.auth.tokens.list(olive_id) if t.note == "t"]
+    # The values of the paths' placeholders: things olive owns, that mallory must not reach.
+    ids: dict[str, object] = {"job_id": job_id, "token_id": token.id}
     users = ("mallory", "olive", "root")
     async with contextlib.AsyncExitStack() as stack:
         callers = [await stack.enter_async_context(browser(site))]
         callers += [await stack.enter_async_context(signed_in(site, u)) for u in users]
         for (method, path), expected in PAGE_ROUTES.items():
-            url = path.format(job_id=job_id, token_id=token.id)
+            url = path.format(**ids)
             for who, client, status in zip(("anonymous", *users), callers, expected, strict=True):
                 if method == "GET":
                     answer = await client.get(url)

@@ -104,10 +104,10 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
     app.include_router(identity_router(auth, sessions, audit, limiter))
     app.include_router(jobs_router(jobs, auth, audit))
     app.include_router(batches_router(batches, dispatcher, grants, auth, audit))
-    app.include_router(
-        pulls_router(PullRequests(PullRequestStore(db), repos, mirrors), auth, audit)
-    )
-    app.include_router(repos_router(Syncer(repos, mirrors), auth, audit))
+    pulls = PullRequests(PullRequestStore(db), repos, mirrors)
+    syncer = Syncer(repos, mirrors)
+    app.include_router(pulls_router(pulls, auth, audit))
+    app.include_router(repos_router(syncer, auth, audit))
     app.include_router(
         dispatch_router(
             stores,
@@ -129,6 +129,11 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
         batches=batches,
         stores=stores,
         registry=registry,
+        dispatcher=dispatcher,
+        grants=grants,
+        syncer=syncer,
+        pulls=pulls,
+        secrets=secrets,
     )
     app.include_router(web_router(pages, web))
     app.include_router(profile_router(pages, web))

@@ -23,6 +23,8 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response, Str
 from starlette.types import Receive, Scope, Send
 
 from offload.batches.service import BatchService
+from offload.dispatch.dispatcher import Dispatcher
+from offload.dispatch.grants import QueueGrants
 from offload.dispatch.registry import ExecutorRegistry
 from offload.identity.audit import AuditLog
 from offload.identity.authenticator import Authenticator, client_address
@@ -32,6 +34,9 @@ from offload.identity.signin import PasswordSignIn
 from offload.jobs.service import JobService, JobView
 from offload.queue.states import State
 from offload.queue.store import SqlQueueStore
+from offload.repos.pulls import PullRequests
+from offload.repos.syncer import Syncer
+from offload.secrets.store import Secrets
 from offload.web import livelog
 from offload.web.forms import read_form
 from offload.web.livelog import Cursor, LogFollower
@@ -88,6 +93,11 @@ class WebServices:
     batches: BatchService
     stores: list[SqlQueueStore]
     registry: ExecutorRegistry
+    dispatcher: Dispatcher
+    grants: QueueGrants
+    syncer: Syncer
+    pulls: PullRequests
+    secrets: Secrets
 
 
 def web_router(pages: Pages, services: WebServices) -> APIRouter:
