@@ -18,8 +18,10 @@ from typing import Any
 import httpx
 import pytest
 from access_site import PASSWORD, Site, served
+from batch_seed import finished_spec
 from web_client import browser, csrf_of, signed_in
 
+from offload.batches.service import BatchService
 from offload.db.base import Database
 from offload.db.url import DatabaseURL
 from offload.identity.users import Users
@@ -353,6 +355,46 @@ PAGE_ROUTES: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("GET", "/profile"): (SIGN_IN, 200, 200, 200),
     ("POST", "/profile/tokens"): (SIGN_IN, 403, 403, 403),
     ("POST", "/profile/tokens/{token_id}/revoke"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/batch-changes/new"): (SIGN_IN, 200, 200, 200),
+    ("POST", "/batch-changes/new"): (SIGN_IN, 403, 403, 403),
+    ("POST", "/batch-changes/new/template"): (SIGN_IN, 403, 403, 403),
+    ("POST", "/batch-changes/new/validate"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/repositories"): (SIGN_IN, 200, 200, 200),
+    ("POST", "/repositories"): (SIGN_IN, 403, 403, 403),
+    ("POST", "/repositories/sync"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/repositories/{repo:path}"): (SIGN_IN, 200, 200, 200),
+    ("POST", "/repositories/{repo:path}/sync"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/repositories/{repo:path}/pulls"): (SIGN_IN, 200, 200, 200),
+    ("GET", "/repositories/{repo:path}/pulls/{number}"): (SIGN_IN, 200, 200, 200),
+    ("GET", "/repositories/{repo:path}/pulls/{number}/diff.txt"): (SIGN_IN, 200, 200, 200),
+    ("POST", "/repositories/{repo:path}/pulls/{number}/merge"): (SIGN_IN, 403, 403, 403),
+    ("POST", "/repositories/{repo:path}/pulls/{number}/close"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/secrets"): (SIGN_IN, 200, 200, 200),
+    ("POST", "/secrets"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/secrets/{namespace}/{secret}"): (SIGN_IN, 404, 200, 200),
+    ("POST", "/secrets/{namespace}/{secret}/delete"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/admin"): (SIGN_IN, 403, 403, 200),
+    ("GET", "/admin/users"): (SIGN_IN, 403, 403, 200),
+    ("POST", "/admin/users"): (SIGN_IN, 403, 403, 403),
+    ("POST", "/admin/users/{username}/{change}"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/admin/orgs"): (SIGN_IN, 403, 403, 200),
+    ("POST", "/admin/orgs"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/orgs/{org}"): (SIGN_IN, 404, 200, 200),
+    ("POST", "/orgs/{org}/members"): (SIGN_IN, 403, 403, 403),
+    ("POST", "/orgs/{org}/members/{username}/remove"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/admin/queues"): (SIGN_IN, 403, 403, 200),
+    ("POST", "/admin/queues/grants"): (SIGN_IN, 403, 403, 403),
+    ("POST", "/admin/queues/grants/revoke"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/admin/audit"): (SIGN_IN, 403, 403, 200),
+    ("GET", "/admin/versions"): (SIGN_IN, 403, 403, 200),
+    ("GET", "/batch-changes"): (SIGN_IN, 200, 200, 200),
+    ("GET", "/batch-changes/{namespace}/{name}"): (SIGN_IN, 404, 200, 200),
+    ("POST", "/batch-changes/{namespace}/{name}/close"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/batch-specs/{rand_id}"): (SIGN_IN, 404, 200, 200),
+    ("GET", "/batch-specs/{rand_id}/workspaces/{workspace_id}"): (SIGN_IN, 404, 200, 200),
+    ("POST", "/batch-specs/{rand_id}/retry"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/batch-specs/{rand_id}/preview"): (SIGN_IN, 404, 200, 200),
+    ("POST", "/batch-specs/{rand_id}/apply"): (SIGN_IN, 403, 403, 403),
 }
 
 
@@ -389,12 +431,20 @@ async def test_every_page_route_says_who_may_call_it_and_refuses_the_others(site
     (token,) = [t for t in await site.app.state.auth.tokens.list(olive_id) if t.note == "t"]
     # The values of the paths' placeholders: things olive owns, that mallory must not reach.
     ids: dict[str, object] = {"job_id": job_id, "token_id": token.id}
+    ids["repo"], ids["number"] = "demo", await site.pull_request()
+    await site.app.state.secrets.set("olive", "DEPLOY_KEY", "s3cret")
+    ids["namespace"], ids["secret"] = "olive", "DEPLOY_KEY"
+    ids["org"], ids["username"], ids["change"] = "acme", "olive", "disable"
+    seeded = await finished_spec(site.db, "olive", "routes", done=1, failed=0)
+    await BatchService(site.db).apply(seeded.spec.rand_id)
+    ids["name"], ids["rand_id"] = "routes", seeded.spec.rand_id
+    ids["workspace_id"] = seeded.workspace_ids[seeded.done[0]]
     users = ("mallory", "olive", "root")
     async with contextlib.AsyncExitStack() as stack:
         callers = [await stack.enter_async_context(browser(site))]
         callers += [await stack.enter_async_context(signed_in(site, u)) for u in users]
         for (method, path), expected in PAGE_ROUTES.items():
-            url = path.format(**ids)
+            url = path.replace(":path}", "}").format(**ids)  # {repo:path}: a name with slashes
             for who, client, status in zip(("anonymous", *users), callers, expected, strict=True):
                 if method == "GET":
                     answer = await client.get(url)

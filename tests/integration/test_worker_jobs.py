@@ -333,6 +333,7 @@ async def test_a_worker_whose_jobs_keep_failing_restarts_them_and_stops_on_sigte
                 "batches.syncer",
                 "batches.spec-expirer",
                 "identity.janitor",
+                "worker.heartbeat",
             }
             response = await client.get("/metrics")
             assert response.headers["content-type"].startswith("text/plain")

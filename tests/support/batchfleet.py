@@ -110,6 +110,31 @@ class Batches:
         self.fleet.stop_all()
 
 
+def tag_image(fleet: Fleet, tmp: Path, executor: str, name: str) -> None:
+    """The busybox image import_image() built, imported into `executor` as `name` too."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "offload",
+            "executor",
+            "images",
+            "import",
+            name,
+            str(tmp / "busybox.tar"),
+        ],
+        env={
+            **fleet.env,
+            "EXECUTOR_DATA_DIR": str(fleet.data_dir / f"executor-{executor}"),
+            "PATH": os.environ["PATH"],
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def import_image(fleet: Fleet, tmp: Path, executors: list[str]) -> None:
     try:
         tarball = build_tarball(build_rootfs(tmp / "busybox-rootfs"), tmp / "busybox.tar")

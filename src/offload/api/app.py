@@ -46,10 +46,17 @@ from offload.repos.syncer import Syncer
 from offload.secrets.cipher import Cipher
 from offload.secrets.routes import secrets_router
 from offload.secrets.store import Secrets
+from offload.web.admin import admin_router
+from offload.web.batches import batches_router as batches_pages
+from offload.web.editor import editor_router
 from offload.web.executors import executors_router
+from offload.web.orgs import orgs_router
 from offload.web.pages import STATIC, Pages, is_page_request
 from offload.web.profile import profile_router
+from offload.web.repositories import repositories_router
 from offload.web.routes import WebServices, web_router
+from offload.web.secrets import secret_pages_router
+from offload.web.users import users_router
 from offload.web.viewer import SignInRequired, sign_in_redirect
 
 # What FastAPI says of a body it could not parse (fastapi/routing.py).
@@ -136,7 +143,14 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
         secrets=secrets,
     )
     app.include_router(web_router(pages, web))
+    app.include_router(editor_router(pages, web))
     app.include_router(profile_router(pages, web))
+    app.include_router(repositories_router(pages, web))
+    app.include_router(secret_pages_router(pages, web))
+    app.include_router(admin_router(pages, web))
+    app.include_router(users_router(pages, web))
+    app.include_router(orgs_router(pages, web))
+    app.include_router(batches_pages(pages, web))
     app.include_router(executors_router(pages, web, executor_auth))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

@@ -40,7 +40,12 @@ class BodyLimit:
         default = (settings.request_body_limit, "OFFLOAD_REQUEST_BODY_LIMIT")
         submission = (max(MAX_SUBMISSION_BYTES, default[0]), "MAX_SUBMISSION_BYTES")
         # (limit, its name) by exact path, then by path prefix, else the default.
-        self.paths = {"/api/batches/specs": submission}
+        # The web editor's forms (web/editor.py) carry a spec as the API's submission does.
+        self.paths = {
+            "/api/batches/specs": submission,
+            "/batch-changes/new": submission,
+            "/batch-changes/new/validate": submission,
+        }
         self.prefixes = [(routes.PREFIX + "/", (EXECUTOR_BODY_LIMIT, "EXECUTOR_BODY_LIMIT"))]
         self.default = default
 

@@ -28,6 +28,17 @@ SPEC = QueueSpec(
     retention=None,
 )
 
+# What an UPDATE that stores a pull request's state (bound as :external_state, at :now) also
+# sets: the times the burndown counts. Published once the host has it, whatever its state;
+# merged and closed when it is so now (a reopened one is no longer closed). The casts give
+# the state the column's type, as its assignment does: PostgreSQL wants one type per value.
+_STATE = "CAST(:external_state AS VARCHAR(16))"
+STATE_TIMES = (
+    "published_at = COALESCE(published_at, :now), "
+    f"merged_at = CASE WHEN {_STATE} = 'merged' THEN COALESCE(merged_at, :now) END, "
+    f"closed_at = CASE WHEN {_STATE} = 'closed' THEN COALESCE(closed_at, :now) END"
+)
+
 
 @dataclass(frozen=True)
 class ChangesetRow:

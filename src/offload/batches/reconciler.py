@@ -13,7 +13,7 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from offload.batches.changesets import SPEC, ChangesetRow
+from offload.batches.changesets import SPEC, STATE_TIMES, ChangesetRow
 from offload.batches.results import loaded_diff
 from offload.batches.store import BatchStore, ChangesetSpecRow
 from offload.clock import Clock, SystemClock
@@ -75,16 +75,19 @@ class Reconciler:
         )
         return str(rows[0]["user_name"]) if rows else ""
 
-    async def _save(self, changeset_id: int, **values: Any) -> None:
-        values["updated_at"] = self.clock.now()
-        sets = ", ".join(f"{k} = :{k}" for k in values)
+    async def _save(self, changeset_id: int, *, also: str = "", **values: Any) -> None:
+        """Store `values` (and the SQL assignments `also`, over the same bound values)."""
+        values["updated_at"] = now = self.clock.now()
+        sets = ", ".join([f"{k} = :{k}" for k in values] + ([also] if also else []))
         await self.db.fetch(
-            f"UPDATE changesets SET {sets} WHERE id = :id", {**values, "id": changeset_id}
+            f"UPDATE changesets SET {sets} WHERE id = :id",
+            {**values, "id": changeset_id, **({"now": now} if also else {})},
         )
 
     async def _record(self, changeset_id: int, pr: PullRequest, **values: Any) -> None:
         await self._save(
             changeset_id,
+            also=STATE_TIMES,
             external_id=pr.external_id,
             external_state=pr.state,
             external_url=pr.url,

@@ -271,7 +271,8 @@ class BatchService:
             {**marks, "limit": limit},
         )
 
-    async def _batch_change(self, user: str, name: str) -> dict[str, Any] | None:
+    async def find_change(self, user: str, name: str) -> dict[str, Any] | None:
+        """A batch change's row by owner and name, or None."""
         rows = await self.db.fetch(
             "SELECT * FROM batch_changes WHERE user_name = :u AND name = :n", {"u": user, "n": name}
         )
@@ -284,7 +285,8 @@ class BatchService:
         )
         return [cs.ChangesetRow.from_row(r) for r in rows]
 
-    async def _specs_by_id(self, ids: Sequence[int]) -> dict[int, ChangesetSpecRow]:
+    async def changeset_specs_by_id(self, ids: Sequence[int]) -> dict[int, ChangesetSpecRow]:
+        """Changeset specs by id (those that exist)."""
         out: dict[int, ChangesetSpecRow] = {}
         for start in range(0, len(ids), 400):
             chunk = {f"i{n}": i for n, i in enumerate(ids[start : start + 400])}
@@ -300,9 +302,11 @@ class BatchService:
     async def plan(self, row: BatchSpecRow) -> cs.Plan:
         """What applying `row` would do to its batch change."""
         specs = await self.store.changeset_specs(row.id)
-        change = await self._batch_change(row.user_name, row.name)
+        change = await self.find_change(row.user_name, row.name)
         existing = await self._changesets(int(change["id"])) if change else []
-        current = await self._specs_by_id([c.spec_id for c in existing if c.spec_id is not None])
+        current = await self.changeset_specs_by_id(
+            [c.spec_id for c in existing if c.spec_id is not None]
+        )
         return cs.plan(specs, existing, current)
 
     async def preview(self, rand_id: str) -> dict[str, Any]:
@@ -371,8 +375,8 @@ class BatchService:
                 if op.changeset_id is None:
                     await tx.fetch(
                         "INSERT INTO changesets (state, queued_at, batch_change_id, repo_name, "
-                        "spec_id, owned, updated_at) VALUES ('queued', :now, :b, :repo, :spec, "
-                        ":owned, :now)",
+                        "spec_id, owned, updated_at, created_at) VALUES ('queued', :now, :b, "
+                        ":repo, :spec, :owned, :now, :now)",
                         {
                             "now": now,
                             "b": change_id,
@@ -407,7 +411,7 @@ class BatchService:
 
     async def change(self, user: str, name: str) -> dict[str, Any]:
         """A batch change by owner and name; BatchNotFound otherwise."""
-        change = await self._batch_change(user, name)
+        change = await self.find_change(user, name)
         if change is None:
             raise BatchNotFound(
                 f"{user} has no batch change named {name!r}; `offload batch apply` creates it"
@@ -418,7 +422,9 @@ class BatchService:
         """The burndown of a batch change and the workspace states of its current spec."""
         change = await self.change(user, name)
         changesets = await self._changesets(int(change["id"]))
-        specs = await self._specs_by_id([c.spec_id for c in changesets if c.spec_id is not None])
+        specs = await self.changeset_specs_by_id(
+            [c.spec_id for c in changesets if c.spec_id is not None]
+        )
         burndown: dict[str, int] = {}
         for c in changesets:
             burndown[c.status] = burndown.get(c.status, 0) + 1
@@ -456,7 +462,7 @@ class BatchService:
             if given.user_name != user:
                 raise BatchNotFound(f"{user} has no batch spec {rand_id}")
             return given
-        change = await self._batch_change(user, name)
+        change = await self.find_change(user, name)
         if change is not None:
             row = await self.store.spec(int(change["batch_spec_id"]))
             assert row is not None

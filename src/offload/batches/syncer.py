@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from offload.batches.changesets import ChangesetRow
+from offload.batches.changesets import STATE_TIMES, ChangesetRow
 from offload.batches.reconciler import code_hosts
 from offload.clock import Clock, SystemClock
 from offload.db.base import Database
@@ -51,10 +51,11 @@ class ChangesetSyncer:
             if pr.state != changeset.external_state:
                 changed += 1
             await self.db.fetch(
-                "UPDATE changesets SET external_state = :state, review_state = :review, "
-                "checks_state = :checks, external_url = :url, synced_at = :now WHERE id = :id",
+                "UPDATE changesets SET external_state = :external_state, review_state = :review, "
+                f"checks_state = :checks, external_url = :url, synced_at = :now, {STATE_TIMES} "
+                "WHERE id = :id",
                 {
-                    "state": pr.state,
+                    "external_state": pr.state,
                     "review": pr.review_state,
                     "checks": pr.checks_state,
                     "url": pr.url,

@@ -172,6 +172,23 @@ executors = Table(
     Column("running_jobs", JSONType),
 )
 
+# Worker processes, kept current by their own heartbeats: which release runs the background
+# jobs (one row per host and set of jobs, so a restarted worker takes its row back).
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("hostname", String(255), nullable=False),
+    Column("jobs", Text, nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("git_version", String(64), nullable=False, server_default=""),
+    Column("os", String(64), nullable=False, server_default=""),
+    Column("architecture", String(64), nullable=False, server_default=""),
+    Column("started_at", TIME, nullable=False),
+    Column("last_seen_at", TIME, nullable=False),
+    UniqueConstraint("hostname", "jobs", name="workers_hostname_jobs_key"),
+)
+
 # Per-job tokens: only their sha256 is kept; one per job and queue at a time.
 executor_job_tokens = Table(
     "executor_job_tokens",
@@ -507,6 +524,12 @@ changesets = Table(
     Column("detached", Boolean, nullable=False, server_default=text("false")),
     Column("synced_at", TIME),
     Column("updated_at", TIME, nullable=False),
+    # For the burndown: when apply made it, and when its pull request was first seen on the
+    # host, merged and closed (NULL again if it was reopened).
+    Column("created_at", TIME),
+    Column("published_at", TIME),
+    Column("merged_at", TIME),
+    Column("closed_at", TIME),
     *record_queue_indexes("changesets"),
     Index("changesets_batch_change_idx", "batch_change_id", "id"),
 )

@@ -199,6 +199,68 @@ async def commit_diff(
     return await _commit_tree(repo_dir, tree, [base], message, env)
 
 
+async def diff(repo_path: Path, old: str, new: str, *, max_bytes: int) -> tuple[bytes, bool]:
+    """The diff from commit `old` to commit `new` (renames found, a/ b/ prefixes), at most
+    `max_bytes` of it, and whether it was cut there."""
+    for rev in (old, new):
+        if await _resolve(repo_path, rev) is None:
+            raise GitError(f"{rev!r} is not a commit in {repo_path}")
+    args = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", "-M"]
+    # The repository's own diff.noprefix or diff.mnemonicPrefix must not change the output.
+    args += ["--src-prefix=a/", "--dst-prefix=b/", old, new, "--"]
+    proc = await asyncio.create_subprocess_exec(
+        "git",
+        *args,
+        cwd=repo_path,
+        env=git_env(),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    chunks: list[bytes] = []
+    size, cut = 0, False
+    try:
+        async with asyncio.timeout(READ_TIMEOUT):
+            # Read only what is kept: a diff of gigabytes never sits in memory.
+            while chunk := await proc.stdout.read(1 << 16):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > max_bytes:
+                    cut = True
+                    kill_process_group(proc)
+                    break
+            err = await proc.stderr.read(_STDERR_LIMIT)
+            code = await proc.wait()
+    except TimeoutError:
+        kill_process_group(proc)
+        await proc.wait()
+        raise GitError(f"git diff timed out after {READ_TIMEOUT:.0f}s in {repo_path}") from None
+    except BaseException:
+        kill_process_group(proc)
+        await proc.wait()
+        raise
+    if code != 0 and not cut:
+        stderr = err.decode("utf-8", "replace").strip()
+        raise GitError(
+            f"git diff failed (exit {code}) in {repo_path}: {stderr}", stderr=stderr, code=code
+        )
+    return b"".join(chunks)[:max_bytes], cut
+
+
+async def parents(repo_path: Path, commit: str) -> list[str]:
+    """The parents of `commit` in `repo_path`, first parent first."""
+    line = await _check(["rev-list", "--parents", "-n", "1", commit, "--"], cwd=repo_path)
+    return line.split()[1:]
+
+
+async def merge_base(repo_path: Path, one: str, other: str) -> str | None:
+    """The best common ancestor of two commits, or None when their histories never meet."""
+    ran = await _git(["merge-base", one, other], cwd=repo_path)
+    return ran.stdout.strip() if ran.code == 0 and ran.stdout.strip() else None
+
+
 async def push(repo_dir: Path, commit: str, url: str, branch: str, *, force: bool = True) -> None:
     """Point `branch` at `url` to `commit` of `repo_dir`; never prompts, never logs secrets."""
     await check_branch_name(repo_dir, branch)
@@ -315,6 +377,9 @@ __all__ = [
     "branch_commit",
     "check_branch_name",
     "commit_diff",
+    "diff",
     "merge",
+    "merge_base",
+    "parents",
     "push",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -208,6 +208,27 @@ class PullRequestStore:
             sql += " LIMIT :limit"
             params["limit"] = limit
         rows = await self.db.fetch(sql, params)
+        return [StoredPullRequest.from_row(row) for row in rows]
+
+    async def page(
+        self,
+        repo: str,
+        state: PullRequestState | None = None,
+        *,
+        before: int | None = None,
+        limit: int,
+    ) -> Sequence[StoredPullRequest]:
+        """Pull requests of `repo`, newest first, numbered below `before` if given (a keyset
+        page), of one state if given."""
+        sql = "SELECT * FROM pull_requests WHERE repo_name = :repo"
+        params: dict[str, Any] = {"repo": repo, "limit": limit}
+        if state is not None:
+            sql += " AND state = :state"
+            params["state"] = state
+        if before is not None:
+            sql += " AND number < :before"
+            params["before"] = before
+        rows = await self.db.fetch(sql + " ORDER BY number DESC LIMIT :limit", params)
         return [StoredPullRequest.from_row(row) for row in rows]
 
     async def update(
@@ -413,6 +434,35 @@ class PullRequests:
         assert merged is not None, "pull requests are never deleted"
         await self._resync(repo)
         return merged
+
+    async def diff(self, name: str, number: int, *, max_bytes: int) -> tuple[bytes, bool]:
+        """What pull request `number` changes (at most `max_bytes`; True when cut there).
+
+        A live or closed one: its head against where it forked from base (`base...head`). A
+        merged one: what its merge commit brought into base, so it reads the same afterwards.
+        """
+        repo = await self.hosted(name)
+        pr = await self.store.require(repo.name, number)
+        path = Path(repo.source)
+        try:
+            if pr.state == "merged" and pr.merge_commit:
+                parents = await commits.parents(path, pr.merge_commit)
+                if len(parents) < 2:
+                    # Head was already in base: merging it changed nothing.
+                    return b"", False
+                return await commits.diff(path, parents[0], pr.merge_commit, max_bytes=max_bytes)
+            base = await commits.branch_commit(path, pr.base_ref)
+            head = await commits.branch_commit(path, pr.head_ref)
+            if base is None or head is None:
+                gone = pr.base_ref if base is None else pr.head_ref
+                raise CodeHostError(
+                    f"pull request {pr.ref} has no diff: its branch {gone!r} is gone from "
+                    f"{repo.source}"
+                )
+            fork = await commits.merge_base(path, base, head)
+            return await commits.diff(path, fork or base, head, max_bytes=max_bytes)
+        except GitError as exc:
+            raise CodeHostError(f"cannot read the diff of pull request {pr.ref}: {exc}") from exc
 
     async def _resync(self, repo: Repo) -> None:
         """Fetch the hosted repository into its mirror; a failure is recorded, not raised."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -201,6 +201,19 @@ class RepoRegistry:
     async def list(self) -> list[Repo]:
         """Every repository, by name."""
         rows = await self.db.fetch("SELECT * FROM repos ORDER BY name")
+        return [Repo.from_row(row) for row in rows]
+
+    async def page(self, *, after: str = "", contains: str = "", limit: int) -> Sequence[Repo]:
+        """Repositories by name after `after` (a keyset page), whose name holds `contains`
+        in any case."""
+        sql = "SELECT * FROM repos WHERE name > :after"
+        params: dict[str, Any] = {"after": after, "limit": limit}
+        if contains:
+            # LIKE's own characters in the text match themselves.
+            escaped = re.sub(r"([\\%_])", r"\\\1", contains.lower())
+            sql += " AND LOWER(name) LIKE :pattern ESCAPE '\\'"
+            params["pattern"] = f"%{escaped}%"
+        rows = await self.db.fetch(sql + " ORDER BY name LIMIT :limit", params)
         return [Repo.from_row(row) for row in rows]
 
     async def get(self, name: str) -> Repo | None:

@@ -20,15 +20,15 @@ def parse(body: bytes) -> dict[str, str]:
     return dict(pairs)
 
 
-async def read_form(request: Request) -> dict[str, str]:
-    """The posted form's fields; 415 for another content type, 413 over MAX_BYTES, 400 for a
-    body that cannot be read."""
+async def read_form(request: Request, max_bytes: int = MAX_BYTES) -> dict[str, str]:
+    """The posted form's fields; 415 for another content type, 413 over `max_bytes`, 400 for
+    a body that cannot be read."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != FORM_TYPE:
         raise HTTPException(415, f"a page's form is sent as {FORM_TYPE}, not {kind or 'nothing'}")
     body = await request.body()
-    if len(body) > MAX_BYTES:
-        raise HTTPException(413, f"a form is at most {MAX_BYTES // 1024} KiB")
+    if len(body) > max_bytes:
+        raise HTTPException(413, f"a form is at most {max_bytes // 1024} KiB")
     try:
         return await asyncio.to_thread(parse, body)
     except (UnicodeDecodeError, ValueError) as exc:

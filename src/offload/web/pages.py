@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from offload import __version__
+from offload.db.values import parse_time
 from offload.identity.principal import Principal
 
 STATIC = resources.files("offload.web") / "static"
@@ -58,11 +59,13 @@ def static_url(name: str) -> str:
     return f"/static/{name}?v={static_version(name)}"
 
 
-def ago(when: datetime | None, now: datetime | None = None) -> str:
-    """`when` as people say it: "12 s ago", "3 min ago", "2 h ago", "5 d ago"."""
-    if when is None:
+def ago(when: datetime | str | None, now: datetime | None = None) -> str:
+    """`when` as people say it: "12 s ago", "3 min ago", "2 h ago", "5 d ago" (a time column
+    as either database returns it)."""
+    moment = parse_time(when)
+    if moment is None:
         return "never"
-    seconds = max(0.0, ((now or datetime.now(UTC)) - when).total_seconds())
+    seconds = max(0.0, ((now or datetime.now(UTC)) - moment).total_seconds())
     return f"{duration(seconds)} ago"
 
 

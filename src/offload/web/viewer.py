@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse
 
 from offload.identity.authenticator import Authenticator
 from offload.identity.principal import Principal
-from offload.web.forms import read_form
+from offload.web.forms import MAX_BYTES, read_form
 
 
 class SignInRequired(Exception):
@@ -48,9 +48,11 @@ class Viewer:
             raise SignInRequired(back)
         return principal
 
-    async def posted(self, request: Request) -> tuple[Principal, dict[str, str]]:
+    async def posted(
+        self, request: Request, max_bytes: int = MAX_BYTES
+    ) -> tuple[Principal, dict[str, str]]:
         """The signed-in user behind a form, proven by the form's CSRF token, and its fields."""
-        form = await read_form(request)
+        form = await read_form(request, max_bytes)
         try:
             principal = await self.auth.optional(request, csrf=form.get("csrf", ""))
         except HTTPException as exc:

@@ -14,6 +14,7 @@ from offload.config import Settings
 from offload.db import schema
 from offload.db.connect import connect
 from offload.serving import address, listen, server, stopped_by_signals, unless_stopped
+from offload.worker import heartbeat
 from offload.worker.job import WorkerContext
 from offload.worker.registry import JOBS, select
 from offload.worker.supervisor import Supervisor
@@ -69,7 +70,9 @@ async def _serve(settings: Settings, job_names: list[str], stopping: asyncio.Eve
     try:
         await schema.require_current(url)
         context = WorkerContext(db, settings)
-        supervisor = Supervisor([r for name in job_names for r in JOBS[name].build(context)])
+        routines = [r for name in job_names for r in JOBS[name].build(context)]
+        # Whatever its jobs, every worker says which release it runs (the versions page).
+        supervisor = Supervisor([*routines, heartbeat.build(context, job_names)])
         sock = listen(
             settings.worker_host,
             settings.worker_port,

@@ -310,9 +310,52 @@
     });
   }
 
+  // The batch spec editor: line numbers beside its text, and the checker's "line L, column C"
+  // links, which put the cursor at that place of the text.
+  function specEditor() {
+    var area = document.getElementById("spec");
+    var gutter = document.getElementById("spec-lines");
+    if (!area || !gutter) return;
+    var shown = 0;
+    var follow = function () { gutter.scrollTop = area.scrollTop; };
+    var number = function () {
+      var lines = area.value.split("\n").length;
+      if (lines !== shown) {
+        var numbers = [];
+        for (var i = 1; i <= lines; i++) numbers.push(i);
+        // A last empty line: the text area scrolls a little past its last line too.
+        gutter.textContent = numbers.join("\n") + "\n\n";
+        shown = lines;
+      }
+      follow();
+    };
+    gutter.hidden = false;
+    area.addEventListener("input", number);
+    area.addEventListener("scroll", follow);
+    number();
+    document.addEventListener("click", function (e) {
+      var link = e.target.closest ? e.target.closest("a[data-line]") : null;
+      if (!link) return;
+      e.preventDefault();
+      var lines = area.value.split("\n");
+      var line = Math.min(Math.max(Number(link.getAttribute("data-line")), 1), lines.length);
+      var offset = 0;
+      for (var n = 0; n < line - 1; n++) offset += lines[n].length + 1;
+      // Columns count characters, the text area UTF-16 units: count what comes before.
+      var before = Array.from(lines[line - 1]).slice(0, Number(link.getAttribute("data-column")) - 1);
+      offset += before.join("").length;
+      area.focus();
+      area.setSelectionRange(offset, offset);
+      var height = parseFloat(window.getComputedStyle(area).lineHeight) || 20;
+      area.scrollTop = Math.max(0, (line - 1) * height - area.clientHeight / 3);
+      follow();
+    });
+  }
+
   function start() {
     copyButtons();
     confirmForms();
+    specEditor();
     var root = document.getElementById("log");
     if (root) new LiveLog(root);
   }
