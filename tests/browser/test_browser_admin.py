@@ -1,7 +1,7 @@
 """Site administration and secrets in Debian's Chromium, over a real served offload (acceptance
-a, as far as jobs go): the first site admin signs in, creates a user and an organization
-through the pages and adds the user to it; signed in as that user, the jobs list holds only
-their own namespaces' jobs and another user's job is "not found"; they set a secret and read
+a): the first site admin signs in, creates a user and an organization through the pages and
+adds the user to it; signed in as that user, the jobs and batch changes lists hold only their
+own namespaces' and another user's job and batch change are "not found"; they set a secret and read
 its access log. Every page visited passes check_page (axe-core, a screenshot, a phone's
 width)."""
 
@@ -11,10 +11,13 @@ import asyncio
 import re
 
 import pytest
+from batch_seed import finished_spec
 from fleet import Fleet
 from playwright.async_api import Dialog, Locator, Page, expect
 
 from browser import Account, check_page, first_admin, sign_in, sign_out
+from offload.batches.service import BatchService
+from offload.db.connect import open_database
 
 PASSWORD = "a long enough password"
 SECRET_VALUE = "never-on-a-page-5b1e"
@@ -27,6 +30,18 @@ async def job_of(fleet: Fleet, token: str | None = None, namespace: str = "") ->
     answer = await asyncio.to_thread(fleet.api, "POST", "/api/jobs", token, json=body)
     assert answer.status_code == 201, answer.text
     return int(answer.json()["id"])
+
+
+async def applied_change(fleet: Fleet, namespace: str, name: str) -> str:
+    """A batch change of `namespace`, its spec executed (written through the batches stores,
+    batch_seed.py) and applied; the spec's id."""
+    db = await open_database(fleet.url)
+    try:
+        seeded = await finished_spec(db, namespace, name, done=2, failed=0)
+        await BatchService(db).apply(seeded.spec.rand_id)
+    finally:
+        await db.close()
+    return seeded.spec.rand_id
 
 
 def job_row(page: Page, job_id: int) -> Locator:
@@ -127,6 +142,9 @@ async def test_first_admin_creates_a_user_and_an_organization_who_sees_only_thei
     admins = await job_of(served)
     danas = await job_of(served, dana_token)
     crews = await job_of(served, dana_token, namespace="crew")
+    # A batch change each of the admin's and dana's, executed and applied.
+    theirs = await applied_change(served, admin.username, "admin-change")
+    await applied_change(served, "dana", "dana-change")
     await sign_out(page, base)
 
     await sign_in(page, base, Account("dana", PASSWORD), path="/jobs")
@@ -141,6 +159,14 @@ async def test_first_admin_creates_a_user_and_an_organization_who_sees_only_thei
     assert answer is not None and answer.status == 404
     await expect(page.get_by_role("heading", level=1)).to_have_text("Not found")
     await expect(page.get_by_role("alert")).to_have_text(f"No job {admins}.")
+    await page.goto(f"{base}/batch-changes")
+    await expect(page.get_by_role("link", name="dana/dana-change")).to_be_visible()
+    await expect(page.locator("main")).not_to_contain_text("admin-change")
+    await check_page(page, "batch-changes-second-user")
+    for path in (f"/batch-changes/{admin.username}/admin-change", f"/batch-specs/{theirs}"):
+        answer = await page.goto(f"{base}{path}")
+        assert answer is not None and answer.status == 404, path
+        await expect(page.get_by_role("heading", level=1)).to_have_text("Not found")
     answer = await page.goto(f"{base}/admin")
     assert answer is not None and answer.status == 403
     await check_page(page, "admin-refused")

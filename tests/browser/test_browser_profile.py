@@ -22,7 +22,7 @@ async def test_a_token_is_created_copied_used_and_revoked_from_the_profile(
     base, admin = served.base, first_admin(served)
     await page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
     await sign_in(page, base, admin)
-    await page.locator("header").get_by_role("link", name=admin.username).click()
+    await page.locator("header").get_by_role("link", name=admin.username, exact=True).click()
     await expect(page).to_have_url(f"{base}/profile")
     await expect(page.get_by_role("heading", level=1)).to_have_text("Profile")
     await expect(page.locator(".facts")).to_contain_text(admin.username)

@@ -73,7 +73,9 @@ async def test_the_profile_shows_the_users_record_and_only_their_own_tokens(site
         # Her record: name, not a site admin, admin of acme.
         assert re.search(r"<dt>Username</dt><dd>olive</dd>", page.text)
         assert re.search(r"<dt>Site admin</dt><dd>no</dd>", page.text)
-        assert re.search(r"acme <span class=\"badge\">admin</span>", page.text)
+        assert re.search(
+            r"<a href=\"/orgs/acme\">acme</a> <span class=\"badge\">admin</span>", page.text
+        )
         # The token's value and its hash are never on the page again.
         assert value not in page.text and digest(value) not in page.text
         ids = [token_id for token_id, _, _ in await tokens_of(site, "olive")]

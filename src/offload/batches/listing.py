@@ -10,12 +10,15 @@ may see already.
 from __future__ import annotations
 
 import bisect
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from offload.batches import changesets as cs
+from offload.batches.burndown import Burndown, burndown
 from offload.batches.results import loaded_diff
 from offload.batches.service import BatchService, workspace_state
 from offload.batches.store import BatchSpecRow, ChangesetSpecRow
@@ -67,6 +70,12 @@ SELECT (SELECT COUNT(*) FROM changeset_specs WHERE batch_spec_id = :spec) AS spe
 """
 # Plans kept in memory, the most recently read last: a reader pages through one preview.
 PLANS_KEPT = 4
+# A batch change's summary (burndown and counts) that took this long to count is kept for
+# ten times as long (at most SUMMARY_KEPT_AT_MOST): a small batch change is counted on every
+# view, one of 45,000 changesets costs its viewers at most a tenth of the server's time.
+SUMMARY_CACHED_FROM = 0.05
+SUMMARY_KEPT_AT_MOST = 30.0
+SUMMARIES_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,17 @@ class OperationsPage:
     total: int
     # The key of the page after this one, or None on the last.
     next_after: str | None
+
+
+@dataclass(frozen=True)
+class ChangeSummary:
+    """A batch change's burndown and its changesets counted by status, as of `counted_at`."""
+
+    burndown: Burndown
+    counts: dict[str, int]
+    counted_at: datetime
+    # Whether this was counted for an earlier view (and is at most a few seconds old).
+    kept: bool = False
 
 
 def operation_key(op: cs.Operation) -> str:
@@ -92,10 +112,15 @@ _Plan = tuple[list[cs.Operation], list[str], dict[str, int]]
 class BatchListing:
     """Page-sized reads of specs, workspaces, changesets and previews."""
 
-    def __init__(self, service: BatchService) -> None:
+    def __init__(
+        self, service: BatchService, *, summaries_cached_from: float = SUMMARY_CACHED_FROM
+    ) -> None:
         self.service = service
+        self.summaries_cached_from = summaries_cached_from
         self.db = service.db
         self._plans: OrderedDict[tuple[Any, ...], _Plan] = OrderedDict()
+        # Summaries by batch change, with the monotonic time each may be shown until.
+        self._summaries: dict[int, tuple[float, ChangeSummary]] = {}
 
     async def specs(self, namespaces: Sequence[str], *, limit: int = 20) -> list[dict[str, Any]]:
         """The newest batch specs of `namespaces`, applied or not."""
@@ -172,6 +197,29 @@ class BatchListing:
         """How many changesets of a batch change are in each status."""
         rows = await self.db.fetch(_STATUS_COUNTS, {"change": change_id})
         return {str(r["status"]): int(r["n"]) for r in rows}
+
+    async def summary(self, change_id: int, created: datetime) -> ChangeSummary:
+        """The burndown of batch change `change_id` since `created`, and its status counts."""
+        kept = self._summaries.get(change_id)
+        if kept is not None and time.monotonic() < kept[0]:
+            return replace(kept[1], kept=True)
+        began = time.monotonic()
+        now = datetime.now(UTC)
+        found = ChangeSummary(
+            burndown=await burndown(self.db, change_id, created, now),
+            counts=await self.status_counts(change_id),
+            counted_at=now,
+        )
+        took = time.monotonic() - began
+        self._summaries.pop(change_id, None)
+        if took >= self.summaries_cached_from:
+            self._summaries[change_id] = (
+                time.monotonic() + min(SUMMARY_KEPT_AT_MOST, 10 * took),
+                found,
+            )
+            while len(self._summaries) > SUMMARIES_KEPT:
+                self._summaries.pop(next(iter(self._summaries)))
+        return found
 
     async def operations(
         self, row: BatchSpecRow, *, action: str | None = None, after: str = "", limit: int = 25

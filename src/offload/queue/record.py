@@ -125,6 +125,15 @@ class LogEntry:
 
 
 @dataclass(frozen=True)
+class LogSlice:
+    """A log entry whose `out` holds its output from character `offset` on, of `length`."""
+
+    entry: LogEntry
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
 class Resets:
     """What one resetter pass did to a queue."""
 

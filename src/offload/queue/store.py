@@ -14,7 +14,7 @@ from offload.clock import Clock, SystemClock
 from offload.db.base import Database, Transaction
 from offload.db.values import parse_time
 from offload.queue.coalescer import Coalescer
-from offload.queue.record import Heartbeat, Lease, LogEntry, NotOwned, Record, Resets
+from offload.queue.record import Heartbeat, Lease, LogEntry, LogSlice, NotOwned, Record, Resets
 from offload.queue.spec import QueueSpec
 from offload.queue.statements import Statements
 from offload.queue.states import State
@@ -311,6 +311,27 @@ class SqlQueueStore:
         """Every log entry of a record, oldest first."""
         rows = await self.db.fetch(self._sql["logs"], {"queue": self.spec.name, "id": record_id})
         return [LogEntry.from_row(row) for row in rows]
+
+    async def logs_from(self, record_id: int, entry_id: int, chars: int) -> list[LogSlice]:
+        """The log entries of a record from `entry_id` on, oldest first; that entry's output
+        only from character `chars` on (a live log reads what it lacks, not the whole log)."""
+        rows = await self.db.fetch(
+            self._sql["logs_from"],
+            {
+                "queue": self.spec.name,
+                "id": record_id,
+                "entry": entry_id,
+                "start_char": max(0, chars) + 1,
+            },
+        )
+        return [
+            LogSlice(
+                LogEntry.from_row(row),
+                offset=max(0, chars) if int(row["id"]) == entry_id else 0,
+                length=int(row["chars"] or 0),
+            )
+            for row in rows
+        ]
 
     # -- operating ------------------------------------------------------------------------
 

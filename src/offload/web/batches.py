@@ -17,7 +17,6 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from offload.batches.burndown import burndown
 from offload.batches.listing import BatchListing, diff_text
 from offload.batches.service import BatchNotFound, BatchStateError
 from offload.batches.store import BatchSpecRow
@@ -184,9 +183,8 @@ def batches_router(pages: Pages, services: WebServices) -> APIRouter:
         rows = await listing.changesets(
             change_id, status=status or None, after=_after(after), limit=PER_PAGE + 1
         )
-        now = datetime.now(UTC)
-        created = parse_time(change["created_at"]) or now
-        chart = await burndown(services.batches.db, change_id, created, now)
+        created = parse_time(change["created_at"]) or datetime.now(UTC)
+        summary = await listing.summary(change_id, created)
         return pages.render(
             request,
             "batch_change.html",
@@ -194,9 +192,10 @@ def batches_router(pages: Pages, services: WebServices) -> APIRouter:
             change=change,
             spec=spec,
             closed=change["closed_at"] is not None,
-            counts=await listing.status_counts(change_id),
-            chart=burndown_chart(chart),
-            burndown=chart,
+            counts=summary.counts,
+            chart=burndown_chart(summary.burndown),
+            burndown=summary.burndown,
+            summary=summary,
             changesets=[{**c, "link": pull_link(c["external_url"])} for c in rows[:PER_PAGE]],
             more=rows[PER_PAGE - 1]["id"] if len(rows) > PER_PAGE else None,
             shown=status,

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from offload.queue.record import LogEntry
+from offload.queue.record import LogEntry, LogSlice
 
 # What one event carries at most (characters of output): a bigger gain goes out in several.
 MAX_EVENT_CHARS = 64 * 1024
@@ -74,59 +74,93 @@ class _Seen:
     sent: int
     tail: str | None  # None: sent before this stream (through the cursor), not known here
     status: tuple[int | None, int | None] | None
+    # Output found rewritten in a partial read: the next read takes it whole, then resets.
+    reset: bool = False
 
 
 class LogFollower:
-    """Turns successive reads of a job's log entries into the `log` events a reader lacks."""
+    """Turns successive reads of a job's log into the `log` events a reader lacks.
+
+    Each read starts where `frontier()` says: at the oldest entry still running, from a
+    little before what was sent of it (to notice output rewritten rather than extended), so
+    following a log of 100,000 lines reads only what is new, not the whole log each time.
+    """
 
     def __init__(self, start: Cursor) -> None:
         self.start = start
         self.seen: dict[int, _Seen] = {}
 
-    def changes(self, entries: Sequence[LogEntry]) -> Iterator[str]:
-        """The events for what `entries` hold beyond what was sent: new output, new entries,
+    def frontier(self) -> tuple[int, int]:
+        """Where the next read starts: an entry id and how much of its output to skip."""
+        if not self.seen:
+            return self.start.entry, max(0, self.start.sent - TAIL)
+        for entry_id in sorted(self.seen):
+            seen = self.seen[entry_id]
+            if seen.reset:
+                return entry_id, 0
+            if seen.status is None or seen.status[0] is None:  # still running
+                return entry_id, max(0, seen.sent - TAIL)
+        last = max(self.seen)
+        return last, max(0, self.seen[last].sent - TAIL)
+
+    def changes(self, slices: Sequence[LogSlice]) -> Iterator[str]:
+        """The events for what `slices` hold beyond what was sent: new output, new entries,
         a command's end, and a `reset` for output rewritten rather than extended."""
-        for entry in entries:
+        for part in slices:
+            entry = part.entry
             if entry.id is None:
                 continue
             seen = self.seen.get(entry.id)
             if seen is None:
-                seen = self._first_sight(entry)
+                seen = self._first_sight(entry, part.length)
                 self.seen[entry.id] = seen
                 if seen.status is not None:
                     continue  # the reader has it all already
-            yield from self._gain(entry, seen)
+            yield from self._gain(part, seen)
 
-    def _first_sight(self, entry: LogEntry) -> _Seen:
+    def _first_sight(self, entry: LogEntry, length: int) -> _Seen:
         assert entry.id is not None
         if entry.id < self.start.entry:
-            return _Seen(len(entry.out), None, (entry.exit_code, entry.duration_ms))
+            return _Seen(length, None, (entry.exit_code, entry.duration_ms))
         sent = self.start.sent if entry.id == self.start.entry else 0
         return _Seen(sent, None, None)
 
-    def _gain(self, entry: LogEntry, seen: _Seen) -> Iterator[str]:
+    def _gain(self, part: LogSlice, seen: _Seen) -> Iterator[str]:
+        entry, offset = part.entry, part.offset
         assert entry.id is not None
-        out = entry.out
-        rewritten = len(out) < seen.sent or (
-            seen.tail is not None and out[max(0, seen.sent - TAIL) : seen.sent] != seen.tail
+        out = entry.out  # the output from character `offset` on
+
+        def text(start: int, end: int) -> str:
+            return out[max(0, start - offset) : max(0, end - offset)]
+
+        rewritten = seen.reset or (
+            part.length < seen.sent
+            or (
+                seen.tail is not None
+                and max(0, seen.sent - TAIL) >= offset
+                and text(max(0, seen.sent - TAIL), seen.sent) != seen.tail
+            )
         )
+        if rewritten and offset > 0:
+            seen.reset = True  # read it whole next time, and start the reader over
+            return
         if rewritten:
-            seen.sent = 0
+            seen.sent, seen.reset = 0, False
         status = (entry.exit_code, entry.duration_ms)
-        if seen.sent == len(out) and status == seen.status and not rewritten:
+        if seen.sent == part.length and status == seen.status and not rewritten:
             return
         first = True
         # At least one event, even with no new output: a new entry, a command's end.
-        while first or seen.sent < len(out):
-            text = out[seen.sent : seen.sent + MAX_EVENT_CHARS]
-            seen.sent += len(text)
+        while first or seen.sent < part.length:
+            chunk = text(seen.sent, seen.sent + MAX_EVENT_CHARS)
+            seen.sent += len(chunk)
             yield event(
                 "log",
                 {
                     "entry": entry.id,
                     "key": entry.key,
                     "attempt": entry.attempt,
-                    "text": text,
+                    "text": chunk,
                     "reset": rewritten and first,
                     "exitCode": entry.exit_code,
                     "durationMs": entry.duration_ms,
@@ -134,7 +168,9 @@ class LogFollower:
                 Cursor(entry.id, seen.sent),
             )
             first = False
-        seen.tail = out[max(0, seen.sent - TAIL) : seen.sent]
+            if not chunk:
+                break
+        seen.tail = text(max(0, seen.sent - TAIL), seen.sent)
         seen.status = status
 
 

@@ -316,7 +316,8 @@ def web_router(pages: Pages, services: WebServices) -> APIRouter:
                     yield livelog.event("end", {"state": None})
                     return
                 # Read after the state: a finished job's entries are all written by then.
-                for chunk in follower.changes(await store.logs(job_id)):
+                read = await store.logs_from(job_id, *follower.frontier())
+                for chunk in follower.changes(read):
                     quiet_since = time.monotonic()
                     yield chunk
                 if record.state != state:

@@ -64,6 +64,15 @@ SELECT * FROM {table} WHERE id = :id{scope};
 -- name: logs
 SELECT * FROM execution_logs WHERE queue = :queue AND record_id = :id ORDER BY id;
 
+-- name: logs_from
+-- A live log's next read: the entries from :entry on, that one's output only from character
+-- :start_char (1-based), and the length of every whole output.
+SELECT id, attempt, key, command, start_time, exit_code, duration_ms, LENGTH(out) AS chars,
+       CASE WHEN id = :entry THEN SUBSTR(out, :start_char) ELSE out END AS out
+FROM execution_logs
+WHERE queue = :queue AND record_id = :id AND id >= :entry
+ORDER BY id;
+
 -- name: counts
 SELECT state, COUNT(*) AS n FROM {table} WHERE TRUE{scope} GROUP BY state;
 
