@@ -107,7 +107,7 @@ from offload.batches.listing import (
 )
 from offload.batches.results import stored_diff
 from offload.batches.service import BatchService
-from offload.batches.specworkers import shared
+from offload.batches.spec.workers import shared
 from offload.batches.store import NewWorkspace
 from offload.db.base import Database
 from offload.db.connect import open_database

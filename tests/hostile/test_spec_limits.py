@@ -1,6 +1,6 @@
 """Batch specs built to make offload work without end are refused, each naming its limit.
 
-Every limit of offload/batches/speclimits.py on the parse itself, the worker processes that
+Every limit of offload/batches/spec/limits.py on the parse itself, the worker processes that
 parse off the event loop (deadline, memory, a worker that hangs or dies), the submission body,
 the request body limit of the whole API, the resolver's, and `offload batch validate`.
 """
@@ -24,14 +24,15 @@ from access_site import Site, served
 from batchspecs import minimal
 from fleet import git
 
-from offload.batches import speclimits as limits
 from offload.batches.resolver import SPEC as RESOLUTIONS
 from offload.batches.resolver import Resolver
 from offload.batches.service import BatchService
-from offload.batches.spec import SpecErrors, parse_spec
-from offload.batches.speclimits import SpecLimitExceeded
-from offload.batches.specsubmission import SubmissionError, read_submission
-from offload.batches.specworkers import SpecWorkers, WorkersBusy
+from offload.batches.spec import limits as limits
+from offload.batches.spec.limits import SpecLimitExceeded
+from offload.batches.spec.model import SpecErrors
+from offload.batches.spec.reader import parse_spec
+from offload.batches.spec.submission import SubmissionError, read_submission
+from offload.batches.spec.workers import SpecWorkers, WorkersBusy
 from offload.db.base import Database
 from offload.db.url import DatabaseURL
 from offload.queue.consumer import JobFailed

@@ -21,7 +21,7 @@ from access_site import Site, served
 from web_client import csrf_of, signed_in
 
 from offload.batches import gallery
-from offload.batches.speclimits import MAX_SPEC_CHARS
+from offload.batches.spec.limits import MAX_SPEC_CHARS
 from offload.batches.store import BatchSpecRow, BatchStore
 from offload.db.base import Database
 from offload.db.url import DatabaseURL

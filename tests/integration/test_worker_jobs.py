@@ -27,6 +27,7 @@ from offload.queue.consumer import Consumer
 from offload.queue.record import LogEntry, Record
 from offload.queue.states import State
 from offload.queue.store import SqlQueueStore
+from offload.queues import record_queues
 from offload.testing import FakeClock
 from offload.worker.job import WorkerContext
 from offload.worker.registry import JOBS
@@ -70,7 +71,8 @@ async def one_pass(job: str, context: WorkerContext) -> None:
 
 def context_for(db: Database, clock: FakeClock, settings: Settings | None = None) -> WorkerContext:
     """The worker's context on `db`, with fake time and counted passes."""
-    return WorkerContext(db, settings or Settings(), clock=clock, sleep=Passes())
+    settings = settings or Settings()
+    return WorkerContext(db, settings, clock=clock, sleep=Passes(), queues=record_queues(settings))
 
 
 async def finished_job(store: SqlQueueStore, clock: FakeClock) -> Record:

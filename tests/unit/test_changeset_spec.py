@@ -21,7 +21,8 @@ from offload.batches.changeset_spec import (
     template_context,
 )
 from offload.batches.diffs import ChangedFiles, changed_files, parse_diff
-from offload.batches.spec import Author, BatchSpec, Published, PublishedRule, parse_spec
+from offload.batches.spec.model import Author, BatchSpec, Published, PublishedRule
+from offload.batches.spec.reader import parse_spec
 
 DEFAULT_AUTHOR = Author(name="alice", email="batch-changes@offload.local")
 REPO = "github.com/acme/api"

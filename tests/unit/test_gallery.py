@@ -17,9 +17,11 @@ from busybox import BusyboxMissing, static_busybox
 from ci import unavailable
 from ruamel.yaml import YAML
 
-from offload.batches import gallery, template
+from offload.batches import gallery
 from offload.batches.gallery import FieldErrors
-from offload.batches.spec import BatchSpec, OnQuery, parse_spec
+from offload.batches.spec.model import BatchSpec, OnQuery
+from offload.batches.spec.reader import parse_spec
+from offload.batches.template import engine as template
 
 # The data a step's templates see, as the helper gives it (only what these templates read).
 DATA = {

@@ -9,7 +9,7 @@ from importlib import resources
 import jsonschema
 import pytest
 
-from offload.batches.spec import (
+from offload.batches.spec.model import (
     Author,
     BatchSpec,
     ChangesetTemplate,
@@ -28,9 +28,9 @@ from offload.batches.spec import (
     Step,
     TransformChanges,
     WorkspaceConfig,
-    parse_spec,
 )
-from offload.batches.specsource import SpecSource
+from offload.batches.spec.reader import parse_spec
+from offload.batches.spec.source import SpecSource
 
 FULL_SPEC = """\
 version: 2

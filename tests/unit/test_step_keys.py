@@ -15,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from offload.batches.execution import StepKeys, mounted, secret_names, step_json
-from offload.batches.spec import BatchSpec, parse_spec
+from offload.batches.spec.model import BatchSpec
+from offload.batches.spec.reader import parse_spec
 from offload.batches.store import WorkspaceRow
 
 SPEC = """\

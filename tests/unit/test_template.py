@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from offload.batches import template as template_module
-from offload.batches.template import (
+from offload.batches.template import engine as template_module
+from offload.batches.template.engine import (
     PathList,
     TemplateError,
     evaluate_condition,

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from offload.batches.speclimits import MAX_SUBMISSION_BYTES
+from offload.batches.spec.limits import MAX_SUBMISSION_BYTES
 from offload.config import Settings
 from offload.protocol import routes
 

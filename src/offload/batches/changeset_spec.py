@@ -13,7 +13,7 @@ from typing import Any
 
 from offload.batches import diffs
 from offload.batches.diffs import ChangedFiles, DiffError, FileDiff
-from offload.batches.spec import (
+from offload.batches.spec.model import (
     Author,
     BatchSpec,
     ChangesetTemplate,
@@ -21,8 +21,8 @@ from offload.batches.spec import (
     Published,
     PublishedState,
 )
-from offload.batches.template import PathList, TemplateError, parse
-from offload.batches.template_funcs import FUNCTIONS
+from offload.batches.template.engine import PathList, TemplateError, parse
+from offload.batches.template.funcs import FUNCTIONS
 
 _HEADS = "refs/heads/"
 # Go's unicode.IsSpace, which strings.TrimSpace uses; str.strip() also strips \x1c-\x1f.

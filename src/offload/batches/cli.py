@@ -61,7 +61,7 @@ changesetTemplate:
 
 def read_spec(file: str) -> tuple[str, str]:
     """The spec's text and the name its errors should show."""
-    from offload.batches.speclimits import MAX_SPEC_CHARS
+    from offload.batches.spec.limits import MAX_SPEC_CHARS
 
     source = "<stdin>" if file == "-" else file
     most = 4 * MAX_SPEC_CHARS  # UTF-8 bytes of the longest spec there may be
@@ -131,7 +131,8 @@ def validate(file: SpecFile) -> None:
 
         cat batch.yaml | offload batch validate -f -
     """
-    from offload.batches.spec import SpecErrors, parse_spec
+    from offload.batches.spec.model import SpecErrors
+    from offload.batches.spec.reader import parse_spec
 
     text, source = read_spec(file)
     try:
@@ -347,7 +348,8 @@ def mounted_files(text: str, source: str, base: Path) -> dict[str, str]:
 
     from offload.apicall import fail
     from offload.batches.service import MountError, mount_path
-    from offload.batches.spec import SpecErrors, parse_spec
+    from offload.batches.spec.model import SpecErrors
+    from offload.batches.spec.reader import parse_spec
 
     try:
         spec = parse_spec(text, source=source)

@@ -16,7 +16,7 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from offload.batches.spec import BatchSpec, Step
+from offload.batches.spec.model import BatchSpec, Step
 from offload.batches.store import WorkspaceRow
 
 

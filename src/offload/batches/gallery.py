@@ -28,9 +28,9 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
-from offload.batches.specchecks import _templated_fields
-from offload.batches.speclimits import forbidden_character
-from offload.batches.template_lexer import LEFT_DELIM
+from offload.batches.spec.checks import _templated_fields
+from offload.batches.spec.limits import forbidden_character
+from offload.batches.template.lexer import LEFT_DELIM
 from offload.repos.search_query import MAX_QUERY_CHARS
 
 # The templates, in the gallery's order: each is gallery/NAME.yaml. To add one, write its file

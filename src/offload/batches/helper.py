@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from offload.batches import diffs
-from offload.batches.template import TemplateError, evaluate_condition, render
+from offload.batches.template.engine import TemplateError, evaluate_condition, render
 
 BATCH_DIR = ".offload-batch"
 INPUT = f"{BATCH_DIR}/input.json"

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 
 from offload.batches.queue import BatchQueue, WorkspaceJob
 from offload.batches.results import Results
-from offload.batches.spec import BatchSpec, OnQuery, OnRepository, SpecErrors, WorkspaceConfig
-from offload.batches.speclimits import MAX_WORKSPACES, RESOLUTION_DEADLINE
-from offload.batches.specworkers import SpecWorkers, shared
+from offload.batches.spec.limits import MAX_WORKSPACES, RESOLUTION_DEADLINE
+from offload.batches.spec.model import BatchSpec, OnQuery, OnRepository, SpecErrors, WorkspaceConfig
+from offload.batches.spec.workers import SpecWorkers, shared
 from offload.batches.store import RESOLUTIONS, BatchStore, NewWorkspace
-from offload.batches.template import is_static
+from offload.batches.template.engine import is_static
 from offload.clock import Clock
 from offload.db.base import Database
 from offload.queue.consumer import Consumer, JobFailed

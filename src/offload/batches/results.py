@@ -17,7 +17,7 @@ from typing import Any
 from offload.batches import changeset_spec, diffs
 from offload.batches.execution import StepKeys, secret_names
 from offload.batches.helper import RESULT_PREFIX, decode_diff
-from offload.batches.spec import Author, BatchSpec
+from offload.batches.spec.model import Author, BatchSpec
 from offload.batches.store import BatchSpecRow, BatchStore, WorkspaceRow
 from offload.db.base import Database
 from offload.dispatch.queue import FinishError

@@ -24,10 +24,10 @@ from offload.api.errors import BODY, ErrorBody, documented, problems
 from offload.api.inputs import PRINTABLE, AfterQuery, LongNameQuery, PlainName
 from offload.batches.queue import NAME as EXECUTION
 from offload.batches.service import BatchNotFound, BatchService, BatchStateError, MountError
-from offload.batches.spec import SpecErrors
-from offload.batches.speclimits import SpecLimitExceeded
-from offload.batches.specsubmission import SubmissionError, SubmitSpec
-from offload.batches.specworkers import WorkersBusy
+from offload.batches.spec.limits import SpecLimitExceeded
+from offload.batches.spec.model import SpecErrors
+from offload.batches.spec.submission import SubmissionError, SubmitSpec
+from offload.batches.spec.workers import WorkersBusy
 from offload.batches.store import BatchSpecRow
 from offload.db.values import parse_time
 from offload.dispatch.dispatcher import Dispatcher
@@ -131,13 +131,13 @@ def batches_router(
             raise HTTPException(404, f"{namespace} has no batch change named {name!r}")
 
     # 400 also for a spec that is not valid, with each error's line and column in `errors`;
-    # 413 or 422 for one over a limit of speclimits.py, the same way.
+    # 413 or 422 for one over a limit of spec/limits.py, the same way.
     @router.post(
         "/specs",
         status_code=201,
         response_model=None,
         responses={**documented(*BODY, 403), 503: BUSY},
-        # The body is read and parsed in a spec worker, off the event loop (specsubmission.py).
+        # The body is read and parsed in a spec worker, off the event loop (spec/submission.py).
         openapi_extra={"requestBody": SUBMISSION},
     )
     async def submit(

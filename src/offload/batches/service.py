@@ -12,9 +12,10 @@ from offload.batches.provenance import Provenance, log_json
 from offload.batches.queue import SPEC as EXECUTION
 from offload.batches.queue import BatchQueue
 from offload.batches.results import loaded_diff
-from offload.batches.spec import BatchSpec
-from offload.batches.specsubmission import Submission, read_submission
-from offload.batches.specworkers import SpecWorkers, remember, shared
+from offload.batches.spec.model import BatchSpec
+from offload.batches.spec.recall import remember
+from offload.batches.spec.submission import Submission, read_submission
+from offload.batches.spec.workers import SpecWorkers, shared
 from offload.batches.store import BatchSpecRow, BatchStore, ChangesetSpecRow
 from offload.clock import Clock, SystemClock
 from offload.db.base import Database

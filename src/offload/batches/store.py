@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from offload.batches.spec import BatchSpec
-from offload.batches.specworkers import shared
+from offload.batches.spec.model import BatchSpec
+from offload.batches.spec.workers import shared
 from offload.clock import Clock, SystemClock
 from offload.db.base import Database
 from offload.db.values import decode_json, parse_time

@@ -28,9 +28,9 @@ from offload.batches import gallery
 from offload.batches.cli import STARTER
 from offload.batches.queue import NAME as EXECUTION
 from offload.batches.service import MountError
-from offload.batches.spec import BatchSpec, OnQuery, SpecErrors
-from offload.batches.speclimits import MAX_SPEC_CHARS, MAX_SUBMISSION_BYTES, check_text
-from offload.batches.specworkers import WorkersBusy
+from offload.batches.spec.limits import MAX_SPEC_CHARS, MAX_SUBMISSION_BYTES, check_text
+from offload.batches.spec.model import BatchSpec, OnQuery, SpecErrors
+from offload.batches.spec.workers import WorkersBusy
 from offload.dispatch.grants import NotGranted
 from offload.identity.principal import Principal
 from offload.secrets.store import UnknownSecret

@@ -12,7 +12,6 @@ from offload.config import Settings
 from offload.db.base import Database
 from offload.queue.spec import QueueSpec
 from offload.queue.store import SqlQueueStore
-from offload.queues import record_queues
 from offload.secrets.cipher import Cipher
 from offload.secrets.store import Secrets
 from offload.worker.routine import Periodic, Routine
@@ -26,12 +25,10 @@ class WorkerContext:
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
     sleep: Sleeper = real_sleep
-    # Every record queue (default: those of the settings); jobs that tend queues tend each.
+    # Every record queue, as the composition root (worker/service.py) makes them from the
+    # settings; jobs that tend queues tend each. Given, not made here: the queues name the
+    # features, and features' jobs build on this context.
     queues: Mapping[str, QueueSpec] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.queues:
-            object.__setattr__(self, "queues", record_queues(self.settings))
 
     @cached_property
     def secrets(self) -> Secrets:

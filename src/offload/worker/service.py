@@ -13,6 +13,7 @@ from offload import __version__, metrics
 from offload.config import Settings
 from offload.db import schema
 from offload.db.connect import connect
+from offload.queues import record_queues
 from offload.serving import address, listen, server, stopped_by_signals, unless_stopped
 from offload.worker import heartbeat
 from offload.worker.job import WorkerContext
@@ -69,7 +70,7 @@ async def _serve(settings: Settings, job_names: list[str], stopping: asyncio.Eve
         return 0
     try:
         await schema.require_current(url)
-        context = WorkerContext(db, settings)
+        context = WorkerContext(db, settings, queues=record_queues(settings))
         routines = [r for name in job_names for r in JOBS[name].build(context)]
         # Whatever its jobs, every worker says which release it runs (the versions page).
         supervisor = Supervisor([*routines, heartbeat.build(context, job_names)])

@@ -206,14 +206,3 @@ class SpecErrors(ValueError):
 
 def _spec_error(message: str, where: dict[str, Any], source: str) -> SpecError:
     return SpecError(message, source=source, **where)
-
-
-def parse_spec(text: str, *, source: str = "<spec>") -> BatchSpec:
-    """Parse and validate a batch spec's YAML; raise SpecErrors listing every problem found."""
-    # specfile builds on this module's types, so it can only be imported once they exist.
-    from offload.batches.specfile import read
-    from offload.batches.specworkers import recalled
-
-    # A spec a worker process parsed already (the server's and the worker's do) is not parsed
-    # again here: this may run on an event loop.
-    return recalled(text) or read(text, source=source)

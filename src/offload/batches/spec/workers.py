@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import importlib
 import resource
 import signal
@@ -26,14 +25,15 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar, cast
 
-from offload.batches.spec import BatchSpec, SpecError
-from offload.batches.speclimits import (
+from offload.batches.spec.limits import (
     MAX_WAITING_PARSES,
     PARSE_DEADLINE,
     PARSE_MEMORY,
     PARSE_WORKERS,
     SpecLimitExceeded,
 )
+from offload.batches.spec.model import BatchSpec, SpecError
+from offload.batches.spec.recall import recalled, remember
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -165,7 +165,7 @@ class _Worker:
         # A plain child (not multiprocessing's spawn, which re-runs the parent's main script).
         ours, theirs = socket.socketpair()
         fd = theirs.fileno()
-        command = f"from offload.batches.specworkers import serve; serve({fd}, {memory})"
+        command = f"from offload.batches.spec.workers import serve; serve({fd}, {memory})"
         self.process = subprocess.Popen(
             [sys.executable, "-c", command], pass_fds=[fd], stdin=subprocess.DEVNULL
         )
@@ -209,7 +209,7 @@ def serve(fd: int, memory: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     # The first call pays for imports and the schema's compilation; pay it before "ready".
     with contextlib.suppress(Exception):
-        importlib.import_module("offload.batches.specsubmission")
+        importlib.import_module("offload.batches.spec.submission")
         _parse("name: warm-up\n", "<warm-up>")
     conn.send("ready")
     while True:
@@ -267,33 +267,9 @@ def _out_of_memory(memory: int) -> SpecLimitExceeded:
 
 
 def _parse(text: str, source: str) -> BatchSpec:
-    from offload.batches.specfile import read
+    from offload.batches.spec.reader import read
 
     return read(text, source=source)
-
-
-# Specs parsed by a worker, by their text's digest: code that still parses on the loop (a
-# stored spec, once per process) finds them here. Few, as the store's own cache keeps few.
-_REMEMBERED: dict[bytes, BatchSpec] = {}
-_REMEMBER_AT_MOST = 64
-
-
-def remember(text: str, spec: BatchSpec) -> None:
-    """Keep `spec` as the parse of `text`, for recalled()."""
-    key = _digest(text)
-    _REMEMBERED.pop(key, None)
-    _REMEMBERED[key] = spec
-    while len(_REMEMBERED) > _REMEMBER_AT_MOST:
-        del _REMEMBERED[next(iter(_REMEMBERED))]
-
-
-def recalled(text: str) -> BatchSpec | None:
-    """The spec a worker parsed from exactly `text`, if it is still remembered."""
-    return _REMEMBERED.get(_digest(text)) if _REMEMBERED else None
-
-
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
 @functools.cache

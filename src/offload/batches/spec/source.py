@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeAlias
 
-from offload.batches.spec import SpecError
+from offload.batches.spec.model import SpecError
 
 FieldPath: TypeAlias = Sequence[str | int]
 

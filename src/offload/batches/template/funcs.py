@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from offload.batches.template_format import MAX_TEXT, go_type, sprint, sprintf, sprintln
+from offload.batches.template.format import MAX_TEXT, go_type, sprint, sprintf, sprintln
 
 Kind: TypeAlias = Literal["any", "str", "strs"]
 """What a parameter accepts: any value, a string, or a list of strings (Go's []string)."""

@@ -9,7 +9,15 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from offload.batches.spec import (
+from offload.batches.spec.checks import semantic_errors
+from offload.batches.spec.limits import (
+    MAX_ERRORS,
+    LimitedComposer,
+    LimitedScanner,
+    check_counts,
+    check_text,
+)
+from offload.batches.spec.model import (
     Author,
     BatchSpec,
     ChangesetTemplate,
@@ -30,20 +38,20 @@ from offload.batches.spec import (
     TransformChanges,
     WorkspaceConfig,
 )
-from offload.batches.specchecks import semantic_errors
-from offload.batches.speclimits import (
-    MAX_ERRORS,
-    LimitedComposer,
-    LimitedScanner,
-    check_counts,
-    check_text,
-)
-from offload.batches.specschema import describe, schema_errors
-from offload.batches.specsource import SpecSource, key_text
+from offload.batches.spec.recall import recalled
+from offload.batches.spec.schema import describe, schema_errors
+from offload.batches.spec.source import SpecSource, key_text
+
+
+def parse_spec(text: str, *, source: str = "<spec>") -> BatchSpec:
+    """Parse and validate a batch spec's YAML; raise SpecErrors listing every problem found."""
+    # A spec a worker process parsed already (the server's and the worker's do) is not parsed
+    # again here: this may run on an event loop.
+    return recalled(text) or read(text, source=source)
 
 
 def read(text: str, *, source: str = "<spec>") -> BatchSpec:
-    """Parse and validate a batch spec (offload.batches.spec.parse_spec is the public name)."""
+    """Parse and validate a batch spec, always (parse_spec may recall one parsed before)."""
     check_text(text, source)
     root = _load(text, source)
     spec_source = SpecSource(root, text, source)
@@ -68,7 +76,7 @@ def _shown(errors: list[SpecError], source: str) -> list[SpecError]:
 
 def _load(text: str, source: str) -> Any:
     yaml = YAML(typ="rt")
-    # They count the tree as it is read: limits of speclimits.py, with where they were passed.
+    # They count the tree as it is read: limits of spec/limits.py, with where they were passed.
     yaml.Scanner = LimitedScanner
     yaml.Composer = LimitedComposer
     yaml.spec_source = source  # type: ignore[attr-defined]

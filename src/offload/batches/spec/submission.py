@@ -16,9 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from offload.api.inputs import PlainName, Text
-from offload.batches.spec import BatchSpec, SpecErrors
-from offload.batches.specfile import read
-from offload.batches.speclimits import (
+from offload.batches.spec.limits import (
     MAX_DEPTH,
     MAX_FILES,
     MAX_FILES_BYTES,
@@ -29,6 +27,8 @@ from offload.batches.speclimits import (
     check_text,
     forbidden_character,
 )
+from offload.batches.spec.model import BatchSpec, SpecErrors
+from offload.batches.spec.reader import read
 
 
 class SubmitSpec(BaseModel):

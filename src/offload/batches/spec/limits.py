@@ -19,7 +19,7 @@ from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.scanner import RoundTripScanner
 
-from offload.batches.spec import SpecError, SpecErrors
+from offload.batches.spec.model import SpecError, SpecErrors
 
 # Search queries (on[].repositoriesMatchingQuery): checked where the spec is parsed, by the
 # parser the resolver runs too, which keeps its limits (repos/ cannot import batches/).
@@ -52,7 +52,7 @@ MAX_FILES_BYTES = 16 * MiB  # the mounted files, decoded
 # The whole request body: the spec (JSON-escaped) and the files (base64) with room to spare.
 MAX_SUBMISSION_BYTES = 32 * MiB
 
-# Parsing runs in worker processes (specworkers.py): how many, how long one parse may take,
+# Parsing runs in worker processes (spec/workers.py): how many, how long one parse may take,
 # and the address space of each, so a parse that explodes fails there and not on the server.
 PARSE_WORKERS = 2
 PARSE_DEADLINE = 10.0
@@ -160,7 +160,7 @@ def _too_many(name: str, count: int, limit: int, constant: str) -> str:
 
 
 def _source(loader: Any) -> str:
-    """The spec's name for errors: specfile sets it on the ruamel.yaml YAML object."""
+    """The spec's name for errors: the reader sets it on the ruamel.yaml YAML object."""
     return str(getattr(loader, "spec_source", "<spec>"))
 
 

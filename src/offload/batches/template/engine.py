@@ -14,14 +14,14 @@ import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from offload.batches.template_format import (
+from offload.batches.template.format import (
     MAX_TEXT,
     PathList,
     format_value,
     go_type,
     sorted_items,
 )
-from offload.batches.template_funcs import (
+from offload.batches.template.funcs import (
     CONTEXTS,
     FUNCTIONS,
     KNOWN_NAMES,
@@ -29,8 +29,8 @@ from offload.batches.template_funcs import (
     Kind,
     truth,
 )
-from offload.batches.template_lexer import LEFT_DELIM, TemplateError, error_at
-from offload.batches.template_syntax import (
+from offload.batches.template.lexer import LEFT_DELIM, TemplateError, error_at
+from offload.batches.template.syntax import (
     Action,
     Arg,
     Chain,

@@ -6,9 +6,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from offload.batches import template
-from offload.batches.spec import SpecError
-from offload.batches.specsource import SpecSource, format_path
+from offload.batches.spec.model import SpecError
+from offload.batches.spec.source import SpecSource, format_path
+from offload.batches.template import engine as template
 from offload.repos.search_query import QueryError, parse_query
 
 _Field = tuple[list[str | int], str]

@@ -14,8 +14,8 @@ from typing import Any, cast
 
 from jsonschema import Draft7Validator, ValidationError
 
-from offload.batches.spec import SpecError
-from offload.batches.specsource import FieldPath, SpecSource
+from offload.batches.spec.model import SpecError
+from offload.batches.spec.source import FieldPath, SpecSource
 
 _TYPE_NAMES = {
     "object": "a mapping",

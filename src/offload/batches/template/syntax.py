@@ -7,7 +7,7 @@ from collections.abc import Set
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from offload.batches.template_lexer import (
+from offload.batches.template.lexer import (
     ASSIGN,
     COMMA,
     DECLARE,
