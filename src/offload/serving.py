@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -57,6 +58,17 @@ class Server(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         """Leave signals to the process."""
         yield
+
+
+def settle_heap() -> None:
+    """Exempt what start-up made (modules, the app) from the collector's full passes.
+
+    A full pass walks every object of the process while holding the interpreter, pausing the
+    event loop for as long (about 100 ms for a server's heap here): with start-up's objects
+    frozen, the passes that serving's own allocations set off walk only those.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def server(app: FastAPI, *, stop_timeout: float, trusted_proxies: Sequence[str] = ()) -> Server:

@@ -142,13 +142,15 @@ async def test_execute_retry_preview_apply_merge_and_burndown(batches: Batches, 
     await page.wait_for_url(f"{base}/batch-changes/{admin.username}/spelling?did=apply")
     changesets = page.get_by_role("table", name="Changesets")
     # The page is read again as the reconciler publishes: reload until all 20 are open.
+    pulls = changesets.get_by_role("link", name=re.compile(r"^#\d+$"))
     for _ in range(120):
         if await page.get_by_role("link", name=re.compile(r"^open 20")).count():
-            break
+            if await pulls.count() == 20:
+                break
         await asyncio.sleep(0.5)
         await page.reload()
     await expect(page.get_by_role("link", name=re.compile(r"^open 20"))).to_be_visible()
-    await expect(changesets.get_by_role("link", name=re.compile(r"^#\d+$"))).to_have_count(20)
+    await expect(pulls).to_have_count(20)
     await expect(page.locator("figure.chart")).to_contain_text("open 20")
     await check_page(page, "batch-change")
 

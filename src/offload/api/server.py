@@ -12,7 +12,14 @@ from offload.db import schema
 from offload.db.connect import connect
 from offload.dispatch.access import executor_token
 from offload.identity.bootstrap import create_first_admin
-from offload.serving import address, listen, server, stopped_by_signals, unless_stopped
+from offload.serving import (
+    address,
+    listen,
+    server,
+    settle_heap,
+    stopped_by_signals,
+    unless_stopped,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,7 @@ async def _serve(settings: Settings, stopping: asyncio.Event) -> int:
             # To the terminal, not the structured log: log lines are shipped and kept.
             print(first.message(settings.url or address(sock)), file=sys.stderr, flush=True)
         http = server(app, stop_timeout=deadline, trusted_proxies=settings.trusted_proxies)
+        settle_heap()
         serving = asyncio.create_task(http.serve(sockets=[sock]), name="server http")
         log.info("offload server listening on %s (database %s)", address(sock), url.redacted())
         wake = asyncio.ensure_future(stopping.wait())

@@ -180,11 +180,12 @@ def batches_router(pages: Pages, services: WebServices) -> APIRouter:
             return pages.error(request, 400, f"No changeset status {status[:32]!r}.", principal)
         change_id = int(change["id"])
         spec = await batches.store.spec(int(change["batch_spec_id"]))
+        created = parse_time(change["created_at"]) or datetime.now(UTC)
+        # Counted first: the list, read after it, is never older than the counts above it.
+        summary = await listing.summary(change_id, created)
         rows = await listing.changesets(
             change_id, status=status or None, after=_after(after), limit=PER_PAGE + 1
         )
-        created = parse_time(change["created_at"]) or datetime.now(UTC)
-        summary = await listing.summary(change_id, created)
         return pages.render(
             request,
             "batch_change.html",

@@ -14,7 +14,14 @@ from offload.config import Settings
 from offload.db import schema
 from offload.db.connect import connect
 from offload.queues import record_queues
-from offload.serving import address, listen, server, stopped_by_signals, unless_stopped
+from offload.serving import (
+    address,
+    listen,
+    server,
+    settle_heap,
+    stopped_by_signals,
+    unless_stopped,
+)
 from offload.worker import heartbeat
 from offload.worker.job import WorkerContext
 from offload.worker.registry import JOBS, select
@@ -80,6 +87,7 @@ async def _serve(settings: Settings, job_names: list[str], stopping: asyncio.Eve
             settings_hint="OFFLOAD_WORKER_HOST and OFFLOAD_WORKER_PORT",
         )
         http = server(create_app(job_names, supervisor), stop_timeout=deadline)
+        settle_heap()
         serving = asyncio.create_task(http.serve(sockets=[sock]), name="worker http")
         supervising = asyncio.create_task(supervisor.run(), name="supervisor")
         log.info(
