@@ -1,0 +1,1 @@
+"""Precise code intelligence: index jobs for repositories, their uploads, code navigation."""

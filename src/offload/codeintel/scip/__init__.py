@@ -1,0 +1,1 @@
+"""SCIP indexes: the upstream schema's bindings, and reading an index as a bounded stream."""
