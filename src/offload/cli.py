@@ -27,6 +27,7 @@ app.add_typer(migrate_app, name="migrate")
 def _add_feature_commands() -> None:
     # Each feature keeps its commands next to its code; this is the one place they meet.
     from offload.batches.cli import batch_app
+    from offload.codeintel.cli import codeintel_app
     from offload.dispatch.cli import executors_app, queues_app
     from offload.executor.cli import executor_app
     from offload.identity import cli as identity
@@ -48,6 +49,7 @@ def _add_feature_commands() -> None:
     app.add_typer(queues_app, name="queues")
     app.add_typer(secrets_app, name="secrets")
     app.add_typer(batch_app, name="batch")
+    app.add_typer(codeintel_app, name="codeintel")
     app.command(context_settings={"allow_interspersed_args": False})(run)
 
 

@@ -48,6 +48,7 @@ def test_help_of_every_command_has_examples() -> None:
         ["repos", "add"],
         ["repos", "list"],
         ["repos", "sync"],
+        ["codeintel", "infer"],
         ["run"],
         ["jobs", "list"],
         ["jobs", "logs"],

@@ -283,6 +283,11 @@ ROUTES: dict[tuple[str, str], tuple[Request, Expected]] = {
         ADMIN_ONLY,
     ),
     ("DELETE", "/api/repos/{name}"): (remove_repo, (401, 403, 403, 204)),
+    # code intelligence
+    ("GET", "/api/codeintel/infer"): (
+        plain("GET", "/api/codeintel/infer", params={"repo": "demo"}),
+        EVERYONE,
+    ),
     # queues and executors
     ("GET", "/api/queues"): (plain("GET", "/api/queues"), EVERYONE),
     ("GET", "/api/queues/grants"): (plain("GET", "/api/queues/grants"), ADMIN_ONLY),

@@ -18,6 +18,7 @@ from offload.api.executor_auth import ExecutorAuth
 from offload.api.executor_queue import executor_router
 from offload.batches.routes import batches_router
 from offload.batches.service import BatchService
+from offload.codeintel.routes import codeintel_router
 from offload.config import Settings
 from offload.db.base import Database
 from offload.dispatch.dispatcher import Dispatcher
@@ -115,6 +116,7 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
     syncer = Syncer(repos, mirrors)
     app.include_router(pulls_router(pulls, auth, audit))
     app.include_router(repos_router(syncer, auth, audit))
+    app.include_router(codeintel_router(repos, mirrors, auth))
     app.include_router(
         dispatch_router(
             stores,

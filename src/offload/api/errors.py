@@ -56,6 +56,7 @@ MEANINGS: dict[int, str] = {
     413: "The request body is larger than the server accepts",
     422: "A parameter or the body is invalid; each problem names its place",
     429: "Too many attempts; the Retry-After header says when to try again",
+    503: "The server cannot do this now (a part it needs failed); the detail says which",
 }
 
 # What every route that reads a JSON body may answer besides its own errors.
