@@ -271,7 +271,7 @@ def batches_router(pages: Pages, services: WebServices) -> APIRouter:
             "batch_workspace.html",
             principal,
             spec=row,
-            w={**found, "state": found["state"], "duration": _duration(found)},
+            w={**found, "duration": _duration(found)},
             diffs=diffs,
         )
 
