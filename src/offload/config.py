@@ -168,6 +168,18 @@ class Settings(BaseSettings):
     # Older keys, comma-separated, still accepted for reading while `offload secrets
     # rotate-key` re-encrypts under the new one.
     encryption_old_keys: SecretStr | None = None
+    # codeintel.scheduler: how often it runs, how many repositories it takes each time (in
+    # ranking order), and how long a repository indexed once is left alone.
+    codeintel_scheduler_interval: Duration = timedelta(minutes=2)
+    codeintel_scheduler_batch_size: int = Field(default=100, ge=1, le=10_000)
+    codeintel_min_index_interval: Duration = timedelta(hours=24)
+    # How often codeintel.popularity folds usage events into the ranking.
+    codeintel_popularity_interval: Duration = timedelta(minutes=1)
+    # The largest index upload, in bytes, as sent (a gzip upload is capped again inflated).
+    codeintel_upload_limit: Annotated[int, Field(ge=1024)] = 512 * 1024 * 1024
+    # Uploads older than this are deleted with their data, unless they are the newest of
+    # their repository, root and indexer (codeintel.uploads' janitor).
+    codeintel_upload_retention: Duration = timedelta(days=30)
     # The queues of generic jobs (`offload run --queue`); the first is the default. Executors
     # take from the ones named in their EXECUTOR_QUEUE_NAME(S), e.g. a `gpu` pool.
     job_queues: QueueNames = Field(default_factory=lambda: ["default"])

@@ -554,3 +554,169 @@ pull_requests = Table(
     Column("updated_at", TIME, nullable=False),
     UniqueConstraint("repo_name", "number", name="pull_requests_repo_number_key"),
 )
+
+# Code-navigation usage, as reported (codeintel/popularity.py folds these into the ranking).
+codeintel_events = Table(
+    "codeintel_events",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("repo_name", String(255), nullable=False),
+    # precise | search
+    Column("kind", String(16), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("occurred_at", TIME, nullable=False),
+)
+
+# Results per repository and week (weeks start on Monday, UTC), folded from codeintel_events.
+codeintel_usage = Table(
+    "codeintel_usage",
+    metadata,
+    Column("repo_name", String(255), primary_key=True),
+    Column("week_start", TIME, primary_key=True),
+    Column("precise", BigInteger, nullable=False, server_default="0"),
+    Column("search", BigInteger, nullable=False, server_default="0"),
+)
+
+# One row per repository the scheduler knows: the last week's usage and when it was last
+# indexed, in the order the scheduler takes them (codeintel/ranking.py).
+codeintel_ranking = Table(
+    "codeintel_ranking",
+    metadata,
+    Column("repo_name", String(255), primary_key=True),
+    Column("precise_week", BigInteger, nullable=False, server_default="0"),
+    Column("search_week", BigInteger, nullable=False, server_default="0"),
+    Column("updated_at", TIME, nullable=False),
+)
+
+# What the scheduler last decided for each repository: what it read, when, and what was wrong.
+codeintel_repo_status = Table(
+    "codeintel_repo_status",
+    metadata,
+    Column("repo_name", String(255), primary_key=True),
+    Column("last_scanned_at", TIME),
+    Column("last_queued_at", TIME),
+    Column("last_commit", String(64)),
+    # configuration | sourcegraph.yaml | inferred
+    Column("source", String(32)),
+    Column("errors", JSONType),
+    Column("notes", JSONType),
+)
+
+# Index configuration set for a repository (`offload codeintel config set`): wins over all.
+codeintel_configs = Table(
+    "codeintel_configs",
+    metadata,
+    Column("repo_name", String(255), primary_key=True),
+    Column("config", Text, nullable=False),
+    Column("updated_at", TIME, nullable=False),
+    Column("updated_by", String(255), nullable=False, server_default=""),
+)
+
+# The `codeintel` queue: one indexer run over one root of one commit, run by executors.
+codeintel_index_jobs = Table(
+    "codeintel_index_jobs",
+    metadata,
+    *record_queue_columns(),
+    Column("repo_name", String(255), nullable=False),
+    Column("commit_sha", String(64), nullable=False),
+    Column("root", Text, nullable=False, server_default=""),
+    Column("indexer", Text, nullable=False),
+    # The IndexJob (Sourcegraph's configuration shape) the executor's steps are made from.
+    Column("job", JSONType, nullable=False),
+    # configuration | sourcegraph.yaml | inferred
+    Column("source", String(32), nullable=False),
+    # 0: asked for by someone (`offload codeintel index`), 1: scheduled; lower runs first.
+    Column("priority", Integer, nullable=False, server_default="1"),
+    Column("requested_by", String(255), nullable=False, server_default=""),
+    Column("upload_id", BigInteger),
+    *record_queue_indexes("codeintel_index_jobs"),
+    Index(
+        "codeintel_index_jobs_priority_idx",
+        "priority",
+        "queued_at",
+        "id",
+        postgresql_where=text("state IN ('queued', 'errored')"),
+        sqlite_where=text("state IN ('queued', 'errored')"),
+    ),
+    Index("codeintel_index_jobs_repo_idx", "repo_name", "commit_sha", "root", "indexer"),
+)
+
+# The `codeintel.uploads` queue: an uploaded SCIP index, processed into the tables below.
+codeintel_uploads = Table(
+    "codeintel_uploads",
+    metadata,
+    *record_queue_columns(),
+    Column("repo_name", String(255), nullable=False),
+    Column("commit_sha", String(64), nullable=False),
+    Column("root", Text, nullable=False, server_default=""),
+    Column("indexer", Text, nullable=False),
+    Column("index_job_id", BigInteger),
+    # The file under <data_dir>/uploads/ until processing ends; its size and sha256 as sent.
+    Column("file_name", String(128), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("uploaded_by", String(255), nullable=False, server_default=""),
+    # Filled by processing: what the upload holds and what was left out.
+    Column("num_documents", Integer),
+    Column("num_occurrences", BigInteger),
+    Column("dropped_paths", Integer),
+    Column("stored_bytes", BigInteger),
+    Column("indexer_version", Text),
+    *record_queue_indexes("codeintel_uploads"),
+    Index("codeintel_uploads_repo_commit_idx", "repo_name", "commit_sha", "root", "indexer"),
+)
+
+# Documents of processed uploads, deduplicated by content: one row however many uploads
+# hold the same file's index (codeintel/documents.py encodes `payload`).
+codeintel_documents = Table(
+    "codeintel_documents",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("sha256", String(64), nullable=False, unique=True),
+    Column("payload", LargeBinary, nullable=False),
+    Column("num_occurrences", Integer, nullable=False),
+)
+
+# Which document each path of an upload is.
+codeintel_upload_documents = Table(
+    "codeintel_upload_documents",
+    metadata,
+    Column("upload_id", BigInteger, primary_key=True),
+    Column("path", Text, primary_key=True),
+    Column("document_id", BigInteger, nullable=False),
+    Index("codeintel_upload_documents_document_idx", "document_id"),
+)
+
+# Symbol names, stored once (looked up by the sha256 of the name).
+codeintel_symbols = Table(
+    "codeintel_symbols",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("name_sha256", String(64), nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+)
+
+# Where each symbol of an upload occurs, per path: definition and reference ranges, encoded
+# (codeintel/ranges.py), not one row per occurrence.
+codeintel_symbol_ranges = Table(
+    "codeintel_symbol_ranges",
+    metadata,
+    Column("upload_id", BigInteger, primary_key=True),
+    Column("symbol_id", BigInteger, primary_key=True),
+    Column("path", Text, primary_key=True),
+    Column("definitions", LargeBinary),
+    Column("refs", LargeBinary),
+)
+
+# Packages an upload defines (a definition of one of its symbols) or references.
+codeintel_packages = Table(
+    "codeintel_packages",
+    metadata,
+    Column("upload_id", BigInteger, primary_key=True),
+    Column("scheme", String(255), primary_key=True),
+    Column("manager", String(255), primary_key=True),
+    Column("name", String(1024), primary_key=True),
+    Column("version", String(255), primary_key=True),
+    Column("defines", Boolean, primary_key=True),
+    Index("codeintel_packages_lookup_idx", "scheme", "manager", "name", "version", "defines"),
+)

@@ -1,0 +1,1 @@
+"""Index uploads: received from executors, processed into documents, symbols and ranges."""
