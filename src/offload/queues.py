@@ -7,6 +7,9 @@ from functools import partial
 from offload.batches import changesets, resolver, transform
 from offload.batches import queue as batches
 from offload.batches.bundles import Bundles
+from offload.codeintel import queue as codeintel
+from offload.codeintel import transform as index_transform
+from offload.codeintel.uploads import queue as uploads
 from offload.config import Settings
 from offload.dispatch.queue import ExecutorQueue
 from offload.jobs import queue as jobs
@@ -26,13 +29,15 @@ def record_queues(settings: Settings) -> dict[str, QueueSpec]:
         batches.NAME: batches.SPEC,
         resolver.SPEC.name: resolver.SPEC,
         changesets.SPEC.name: changesets.SPEC,
+        codeintel.NAME: codeintel.SPEC,
+        uploads.NAME: uploads.SPEC,
     }
 
 
 def executor_queue_names(settings: Settings) -> list[str]:
     """The names of the queues executors consume; QueueSettingError if the weights name
     another (checks the settings without building anything)."""
-    names = [*settings.job_queues, batches.NAME]
+    names = [*settings.job_queues, batches.NAME, codeintel.NAME]
     unknown = sorted(set(settings.executor_queue_weights) - set(names))
     if unknown:
         raise QueueSettingError(
@@ -65,6 +70,11 @@ def executor_queues(settings: Settings, secrets: Secrets) -> dict[str, ExecutorQ
             settings.batches_bundle_share,
             settings.batches_bundle_seconds.total_seconds(),
         ),
+    )
+    queues[codeintel.NAME] = ExecutorQueue(
+        codeintel.SPEC,
+        partial(index_transform.to_executor_job, secrets=secrets),
+        weight=weights.get(codeintel.NAME, 1),
     )
     return queues
 

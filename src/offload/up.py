@@ -20,6 +20,7 @@ from offload.db.connect import connect
 from offload.dispatch.access import executor_token
 from offload.executor.datadir import up_executor_dir
 from offload.identity.bootstrap import create_first_admin
+from offload.queues import executor_queue_names
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,9 @@ async def executor_env(settings: Settings, port: int) -> dict[str, str]:
     env = {
         "EXECUTOR_FRONTEND_URL": f"http://127.0.0.1:{port}",
         "EXECUTOR_REGISTRATION_TOKEN": token,
-        # The laptop mode has one executor: it runs generic jobs and batch workspaces alike.
-        "EXECUTOR_QUEUE_NAMES": ",".join([*settings.job_queues, "batches"]),
+        # The laptop mode has one executor: it runs generic jobs, batch workspaces and index
+        # jobs alike.
+        "EXECUTOR_QUEUE_NAMES": ",".join(executor_queue_names(settings)),
         # Where `offload executor images` looks by default with this data dir (datadir.py).
         "EXECUTOR_DATA_DIR": str(up_executor_dir(settings.data_dir)),
         "EXECUTOR_NAME": f"{socket.gethostname()}-local",

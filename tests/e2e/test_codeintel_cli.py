@@ -57,6 +57,7 @@ def test_infer_shows_each_job_and_why(fleet: Fleet, tmp_path: Path) -> None:
         "args:    scip-typescript index\n"
         f"step:    in web with {IMAGES['typescript']}:\n"
         "           npm install\n"
+        "env:     NPM_TOKEN\n"
         "why:     TypeScript project web/tsconfig.json\n"
     )
     answer = json.loads(fleet.offload("codeintel", "infer", "mono", "--json").stdout)

@@ -7,8 +7,6 @@ from whoever holds the executor token or a job token. None of it may make the se
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,9 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from app_server import serve
 
-from offload import serving
-from offload.api.app import create_app
 from offload.config import Settings
 from offload.db.base import Database
 from offload.db.url import DatabaseURL
@@ -63,18 +60,8 @@ class Server:
 @pytest.fixture
 async def server(db: Database, db_url: DatabaseURL, tmp_path: Path) -> AsyncIterator[Server]:
     settings = Settings(data_dir=tmp_path / "data", database_url=db_url.raw)
-    sock = serving.listen("127.0.0.1", 0, settings_hint="the test")
-    http = serving.server(create_app(db, settings), stop_timeout=1)
-    task = asyncio.create_task(http.serve(sockets=[sock]))
-    while not http.started:  # noqa: ASYNC110 - uvicorn offers no start-up event
-        await asyncio.sleep(0.01)
-    try:
-        token = await executor_token(db)
-        yield Server(db, serving.address(sock), token, SqlQueueStore(db, job_queue()))
-    finally:
-        http.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with serve(db, settings) as url:
+        yield Server(db, url, await executor_token(db), SqlQueueStore(db, job_queue()))
 
 
 def job_headers(job: dict[str, Any], executor: str) -> dict[str, str]:

@@ -179,6 +179,36 @@ def executor_route(method: str, path: str) -> Request:
     return plain(method, concrete, json=EXECUTOR_BODY)
 
 
+# A configuration that gives `demo` one index job (its README is all it holds).
+INDEX_CONFIG = "index_jobs:\n  - indexer: sourcegraph/scip-go\n    indexer_args: [scip-go]\n"
+
+
+async def configure_demo(site: Site) -> None:
+    """Store INDEX_CONFIG for `demo`, as a site admin."""
+    answer = await site.call(
+        "admin",
+        "PUT",
+        "/api/codeintel/config",
+        params={"repo": "demo"},
+        content=INDEX_CONFIG,
+        headers={"Content-Type": "text/plain"},
+    )
+    assert answer.status_code == 200, answer.text
+
+
+async def delete_index_config(site: Site, who: str) -> httpx.Response:
+    """Delete `demo`'s configuration, set just before."""
+    await configure_demo(site)
+    return await site.call(who, "DELETE", "/api/codeintel/config", params={"repo": "demo"})
+
+
+async def on_index_job(site: Site, who: str) -> httpx.Response:
+    """Read an index job of `demo`, queued by the owner."""
+    await configure_demo(site)
+    queued = await site.as_owner("POST", "/api/codeintel/index", json={"repo": "demo"})
+    return await site.call(who, "GET", f"/api/codeintel/indexes/{queued['jobs'][0]['id']}")
+
+
 SIGN_IN = {"username": "olive", "password": "correct horse battery"}
 ADMIN_ONLY: Expected = (401, 403, 403, 200)
 MINE: Expected = (401, 404, 200, 200)
@@ -286,6 +316,63 @@ ROUTES: dict[tuple[str, str], tuple[Request, Expected]] = {
     # code intelligence
     ("GET", "/api/codeintel/infer"): (
         plain("GET", "/api/codeintel/infer", params={"repo": "demo"}),
+        EVERYONE,
+    ),
+    ("POST", "/api/codeintel/index"): (
+        plain("POST", "/api/codeintel/index", json={"repo": "demo"}),
+        (401, 201, 201, 201),
+    ),
+    ("GET", "/api/codeintel/config"): (
+        plain("GET", "/api/codeintel/config", params={"repo": "demo"}),
+        EVERYONE,
+    ),
+    ("PUT", "/api/codeintel/config"): (
+        plain(
+            "PUT",
+            "/api/codeintel/config",
+            params={"repo": "demo"},
+            content=INDEX_CONFIG,
+            headers={"Content-Type": "text/plain"},
+        ),
+        ADMIN_ONLY,
+    ),
+    ("DELETE", "/api/codeintel/config"): (delete_index_config, ADMIN_ONLY),
+    ("GET", "/api/codeintel/status"): (
+        plain("GET", "/api/codeintel/status", params={"repo": "demo"}),
+        EVERYONE,
+    ),
+    ("GET", "/api/codeintel/indexes"): (plain("GET", "/api/codeintel/indexes"), EVERYONE),
+    ("GET", "/api/codeintel/indexes/{job_id}"): (on_index_job, EVERYONE),
+    ("POST", "/api/codeintel/events"): (
+        plain(
+            "POST",
+            "/api/codeintel/events",
+            json={"events": [{"repository": "demo", "kind": "precise", "count": 3}]},
+        ),
+        (401, 204, 204, 204),
+    ),
+    ("GET", "/api/codeintel/ranking"): (plain("GET", "/api/codeintel/ranking"), EVERYONE),
+    ("GET", "/api/codeintel/uploads"): (plain("GET", "/api/codeintel/uploads"), EVERYONE),
+    ("GET", "/api/codeintel/{repo}/definitions"): (
+        plain(
+            "GET",
+            "/api/codeintel/demo/definitions",
+            params={"path": "README", "line": 0, "character": 0},
+        ),
+        EVERYONE,
+    ),
+    ("GET", "/api/codeintel/{repo}/references"): (
+        plain(
+            "GET",
+            "/api/codeintel/demo/references",
+            params={"path": "README", "line": 0, "character": 0},
+        ),
+        EVERYONE,
+    ),
+    ("GET", "/api/codeintel/{repo}/hover"): (
+        plain(
+            "GET", "/api/codeintel/demo/hover", params={"path": "README", "line": 0, "character": 0}
+        ),
         EVERYONE,
     ),
     # queues and executors

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from fleet import git
 
-from offload.codeintel.inference import IMAGES, infer_jobs, select_jobs
+from offload.codeintel.inference import IMAGES, N_AUTO, NETRC, infer_jobs, select_jobs
 from offload.codeintel.tree import GitTree
 
 GO, TS, PY = IMAGES["go"], IMAGES["typescript"], IMAGES["python"]
 RUST, JAVA, RUBY, DOTNET = IMAGES["rust"], IMAGES["java"], IMAGES["ruby"], IMAGES["dotnet"]
-GO_ENV = ["GOPRIVATE", "GOPROXY", "GONOPROXY", "GOSUMDB", "GONOSUMDB"]
+GO_ENV = ["GOPRIVATE", "GOPROXY", "GONOPROXY", "GOSUMDB", "GONOSUMDB", "NETRC_DATA"]
 
 
 def repository(path: Path, files: dict[str, str | bytes], *, bare: bool = False) -> GitTree:
@@ -56,14 +56,21 @@ def job(
 
 def go(root: str = "") -> dict[str, Any]:
     """The job of a Go module at `root`."""
-    steps = [{"root": root, "image": GO, "commands": ["go mod download"]}]
-    return job(GO, ["scip-go", "--no-animation"], root, steps, env=GO_ENV)
+    local = [NETRC, "go mod download"]
+    return job(GO, ["scip-go", "--no-animation"], root, local=local, env=GO_ENV)
 
 
-def ts(root: str = "", installs: list[tuple[str, str]] = ()) -> dict[str, Any]:  # type: ignore[assignment]
-    """The job of a tsconfig.json at `root`, with (directory, command) install steps."""
-    steps = [{"root": d, "image": TS, "commands": [c]} for d, c in installs]
-    return job(TS, ["scip-typescript", "index"], root, steps)
+def ts(
+    root: str = "",
+    installs: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    *,
+    pinned: bool = False,
+) -> dict[str, Any]:
+    """The job of a tsconfig.json at `root`, with (directory, command) install steps; a
+    pinned Node version is switched to first (by `n`, which reads the pin itself)."""
+    first = [N_AUTO] if pinned else []
+    steps = [{"root": d, "image": TS, "commands": [*first, c]} for d, c in installs]
+    return job(TS, ["scip-typescript", "index"], root, steps, local=first, env=["NPM_TOKEN"])
 
 
 def py(root: str = "", name: str = "", version: str = "", local: list[str] | None = None):  # type: ignore[no-untyped-def]
@@ -98,6 +105,20 @@ TABLE: list[tuple[str, dict[str, str], list[dict[str, Any]]]] = [
         "typescript npm",
         {"package.json": "{}", "tsconfig.json": "{}"},
         [ts("", [("", "npm install")])],
+    ),
+    (
+        "typescript with .nvmrc",
+        {"package.json": "{}", ".nvmrc": "18\n", "tsconfig.json": "{}"},
+        [ts("", [("", "npm install")], pinned=True)],
+    ),
+    (
+        "typescript with engines.node in a nested package",
+        {
+            "package.json": "{}",
+            "web/package.json": '{"engines": {"node": ">=20"}}',
+            "web/tsconfig.json": "{}",
+        },
+        [ts("web", [("", "npm install"), ("web", "npm install")], pinned=True)],
     ),
     (
         "typescript yarn",
@@ -136,6 +157,7 @@ TABLE: list[tuple[str, dict[str, str], list[dict[str, Any]]]] = [
                 TS,
                 ["scip-typescript", "index", "--infer-tsconfig"],
                 steps=[{"root": "", "image": TS, "commands": ["npm install --ignore-scripts"]}],
+                env=["NPM_TOKEN"],
             )
         ],
     ),
@@ -147,6 +169,7 @@ TABLE: list[tuple[str, dict[str, str], list[dict[str, Any]]]] = [
                 TS,
                 ["scip-typescript", "index", "--infer-tsconfig"],
                 steps=[{"root": "", "image": TS, "commands": ["yarn --ignore-scripts"]}],
+                env=["NPM_TOKEN"],
             )
         ],
     ),
@@ -311,13 +334,13 @@ async def test_why_names_the_file(tmp_path: Path) -> None:
 
 async def test_images_come_from_the_table_given(tmp_path: Path) -> None:
     """Overridden images are used for the indexer and its steps; a missing one is refused."""
-    tree = repository(tmp_path, {"go.mod": ""})
-    images = dict(IMAGES) | {"go": "registry.local/scip-go:1"}
+    tree = repository(tmp_path, {"package.json": "{}", "tsconfig.json": "{}"})
+    images = dict(IMAGES) | {"typescript": "registry.local/scip-typescript:1"}
     jobs, _ = await infer_jobs(tree, images=images)
-    assert jobs[0].indexer == "registry.local/scip-go:1"
-    assert jobs[0].steps[0].image == "registry.local/scip-go:1"
-    with pytest.raises(ValueError, match="no indexer image for go"):
-        await infer_jobs(tree, images={k: v for k, v in IMAGES.items() if k != "go"})
+    assert jobs[0].indexer == "registry.local/scip-typescript:1"
+    assert jobs[0].steps[0].image == "registry.local/scip-typescript:1"
+    with pytest.raises(ValueError, match="no indexer image for typescript"):
+        await infer_jobs(tree, images={k: v for k, v in IMAGES.items() if k != "typescript"})
 
 
 CONFIG = """\

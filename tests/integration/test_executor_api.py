@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from app_server import serve
 
-from offload import serving
-from offload.api.app import create_app
 from offload.config import Settings
 from offload.db.base import Database
 from offload.db.url import DatabaseURL
@@ -25,21 +23,6 @@ from offload.protocol import routes
 from offload.queue.record import LogEntry, NotOwned
 from offload.queue.states import State
 from offload.queue.store import SqlQueueStore
-
-
-@contextlib.asynccontextmanager
-async def serve(db: Database, settings: Settings) -> AsyncIterator[str]:
-    """The server application on a free port of 127.0.0.1; its base URL."""
-    sock = serving.listen("127.0.0.1", 0, settings_hint="the test")
-    http = serving.server(create_app(db, settings), stop_timeout=1)
-    task = asyncio.create_task(http.serve(sockets=[sock]))
-    while not http.started:  # noqa: ASYNC110 - uvicorn offers no start-up event
-        await asyncio.sleep(0.01)
-    try:
-        yield serving.address(sock)
-    finally:
-        http.should_exit = True
-        await task
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from batch_seed import finished_spec
 from web_client import browser, csrf_of, signed_in
 
 from offload.batches.service import BatchService
+from offload.codeintel.queue import SPEC as INDEX_JOBS
 from offload.db.base import Database
 from offload.db.url import DatabaseURL
 from offload.identity.users import Users
@@ -395,6 +396,14 @@ PAGE_ROUTES: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("POST", "/batch-specs/{rand_id}/retry"): (SIGN_IN, 403, 403, 403),
     ("GET", "/batch-specs/{rand_id}/preview"): (SIGN_IN, 404, 200, 200),
     ("POST", "/batch-specs/{rand_id}/apply"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/code-intelligence"): (SIGN_IN, 200, 200, 200),
+    ("GET", "/code-intelligence/indexes/{index_id}"): (SIGN_IN, 200, 200, 200),
+    ("GET", "/code-intelligence/{repo:path}/-/blob/{path:path}"): (SIGN_IN, 200, 200, 200),
+    ("GET", "/code-intelligence/{repo:path}/-/def"): (SIGN_IN, 400, 400, 400),  # no position
+    ("GET", "/code-intelligence/{repo:path}/-/refs"): (SIGN_IN, 400, 400, 400),
+    ("POST", "/code-intelligence/{repo:path}/-/index"): (SIGN_IN, 403, 403, 403),
+    ("POST", "/code-intelligence/{repo:path}/-/config"): (SIGN_IN, 403, 403, 403),
+    ("GET", "/code-intelligence/{repo:path}"): (SIGN_IN, 200, 200, 200),
 }
 
 
@@ -439,6 +448,20 @@ async def test_every_page_route_says_who_may_call_it_and_refuses_the_others(site
     await BatchService(site.db).apply(seeded.spec.rand_id)
     ids["name"], ids["rand_id"] = "routes", seeded.spec.rand_id
     ids["workspace_id"] = seeded.workspace_ids[seeded.done[0]]
+    ids["path"] = "README"
+    ids["index_id"] = await SqlQueueStore(site.db, INDEX_JOBS).enqueue(
+        {
+            "repo_name": "demo",
+            "commit_sha": "0" * 40,
+            "root": "",
+            "indexer": "scip-python",
+            "job": {"indexer": "sourcegraph/scip-python", "root": ""},
+            "source": "inferred",
+            "priority": 1,
+            "requested_by": "",
+            "upload_id": None,
+        }
+    )
     users = ("mallory", "olive", "root")
     async with contextlib.AsyncExitStack() as stack:
         callers = [await stack.enter_async_context(browser(site))]

@@ -18,7 +18,12 @@ from offload.api.executor_auth import ExecutorAuth
 from offload.api.executor_queue import executor_router
 from offload.batches.routes import batches_router
 from offload.batches.service import BatchService
+from offload.codeintel.events import UsageEvents
+from offload.codeintel.navigation import Navigator
+from offload.codeintel.queue import NAME as INDEX_QUEUE
 from offload.codeintel.routes import codeintel_router
+from offload.codeintel.service import IndexService
+from offload.codeintel.uploads.routes import uploads_router
 from offload.config import Settings
 from offload.db.base import Database
 from offload.dispatch.dispatcher import Dispatcher
@@ -49,6 +54,7 @@ from offload.secrets.routes import secrets_router
 from offload.secrets.store import Secrets
 from offload.web.admin import admin_router
 from offload.web.batches import batches_router as batches_pages
+from offload.web.codeintel import codeintel_pages_router
 from offload.web.editor import editor_router
 from offload.web.executors import executors_router
 from offload.web.orgs import orgs_router
@@ -116,7 +122,18 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
     syncer = Syncer(repos, mirrors)
     app.include_router(pulls_router(pulls, auth, audit))
     app.include_router(repos_router(syncer, auth, audit))
-    app.include_router(codeintel_router(repos, mirrors, auth))
+    codeintel = IndexService(db, repos, mirrors)
+    # One navigator for the API and the pages: one cache of decoded documents, and every
+    # lookup counted once in the usage that ranks repositories.
+    navigator = Navigator(db, mirrors, events=UsageEvents(db))
+    app.include_router(codeintel_router(codeintel, navigator, auth, audit))
+    app.include_router(
+        uploads_router(
+            db,
+            lambda request: executor_auth.require_job(request, queue=INDEX_QUEUE),
+            settings.data_dir,
+        )
+    )
     app.include_router(
         dispatch_router(
             stores,
@@ -143,6 +160,8 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
         syncer=syncer,
         pulls=pulls,
         secrets=secrets,
+        codeintel=codeintel,
+        navigator=navigator,
     )
     app.include_router(web_router(pages, web))
     app.include_router(editor_router(pages, web))
@@ -154,6 +173,7 @@ def create_app(db: Database, settings: Settings) -> FastAPI:
     app.include_router(orgs_router(pages, web))
     app.include_router(batches_pages(pages, web))
     app.include_router(executors_router(pages, web, executor_auth))
+    app.include_router(codeintel_pages_router(pages, web))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.exception_handler(SignInRequired)

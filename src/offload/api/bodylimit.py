@@ -45,6 +45,8 @@ class BodyLimit:
             "/api/batches/specs": submission,
             "/batch-changes/new": submission,
             "/batch-changes/new/validate": submission,
+            # An index job's index, streamed to disk (codeintel/uploads/routes.py).
+            routes.UPLOADS: (settings.codeintel_upload_limit, "OFFLOAD_CODEINTEL_UPLOAD_LIMIT"),
         }
         self.prefixes = [(routes.PREFIX + "/", (EXECUTOR_BODY_LIMIT, "EXECUTOR_BODY_LIMIT"))]
         self.default = default

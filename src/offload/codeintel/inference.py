@@ -36,7 +36,22 @@ IMAGES: Mapping[str, str] = {
     "ruby": "sourcegraph/scip-ruby",
     "dotnet": "sourcegraph/scip-dotnet",
 }
-GO_ENV = ("GOPRIVATE", "GOPROXY", "GONOPROXY", "GOSUMDB", "GONOSUMDB")
+GO_ENV = ("GOPRIVATE", "GOPROXY", "GONOPROXY", "GOSUMDB", "GONOSUMDB", "NETRC_DATA")
+# Credentials for private modules, from the global secret NETRC_DATA (as Sourcegraph's jobs
+# read it). Written to the step's own /tmp, never the repository's directory.
+NETRC = (
+    'if [ -n "${NETRC_DATA:-}" ]; then umask 077; printf \'%s\\n\' "$NETRC_DATA" > /tmp/.netrc; '
+    "export NETRC=/tmp/.netrc; fi"
+)
+# A project that pins its Node version (.nvmrc, .node-version, .n-node-version, engines.node)
+# gets it from `n` when the image has it; `n` reads the pin itself, so no text of the
+# repository becomes part of the command.
+NODE_PIN_FILES = (".nvmrc", ".node-version", ".n-node-version")
+N_AUTO = (
+    "if command -v n >/dev/null 2>&1; then "
+    "N_NODE_MIRROR=https://unofficial-builds.nodejs.org/download/release n --arch x64-musl auto; fi"
+)
+NODE_ENV = ("NPM_TOKEN",)
 # A project name or version taken from a repository's files becomes an indexer argument only
 # when it looks like one.
 _PACKAGE_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]{0,99}$")
@@ -118,7 +133,12 @@ async def infer_jobs(
 
 
 async def go_jobs(inputs: Inputs) -> list[IndexJob]:
-    """A job per go.mod (modules download first); one GOPATH-mode job for loose .go files."""
+    """A job per go.mod (modules download first); one GOPATH-mode job for loose .go files.
+
+    The download runs in the indexer's own step (local_steps), not a pre-index step of its
+    own: each step starts with a fresh /tmp and home, so a module cache filled in one step
+    would be gone when scip-go reads it in the next.
+    """
     jobs = []
     for mod in _named(inputs.paths, "go.mod"):
         root = _dir(mod)
@@ -126,7 +146,7 @@ async def go_jobs(inputs: Inputs) -> list[IndexJob]:
             IndexJob(
                 indexer=inputs.image,
                 root=root,
-                steps=(Step(root, inputs.image, ("go mod download",)),),
+                local_steps=(NETRC, "go mod download"),
                 indexer_args=("scip-go", "--no-animation"),
                 requested_env_vars=GO_ENV,
                 why=f"Go module {mod}",
@@ -147,22 +167,65 @@ async def typescript_jobs(inputs: Inputs) -> list[IndexJob]:
     jobs = []
     for config in _named(inputs.paths, "tsconfig.json"):
         root = _dir(config)
-        steps = await _node_installs(inputs, present, root, infer=False)
         args: tuple[str, ...] = ("scip-typescript", "index")
-        why = f"TypeScript project {config}"
-        jobs.append(
-            IndexJob(indexer=inputs.image, root=root, steps=steps, indexer_args=args, why=why)
-        )
+        jobs.append(await _node_job(inputs, present, root, args, f"TypeScript project {config}"))
     if not jobs and "package.json" in present:
-        steps = await _node_installs(inputs, present, "", infer=True)
         args = ("scip-typescript", "index", "--infer-tsconfig")
         why = "JavaScript package package.json (no tsconfig.json: one is inferred)"
-        jobs.append(IndexJob(indexer=inputs.image, steps=steps, indexer_args=args, why=why))
+        jobs.append(await _node_job(inputs, present, "", args, why, infer=True))
     return jobs
 
 
+async def _node_job(
+    inputs: Inputs,
+    present: set[str],
+    root: str,
+    args: tuple[str, ...],
+    why: str,
+    *,
+    infer: bool = False,
+) -> IndexJob:
+    """A scip-typescript job in `root`: installs from the top down, the pinned Node first."""
+    pin = await _node_pin(inputs, present, root)
+    steps = await _node_installs(inputs, present, root, infer=infer, pinned=bool(pin))
+    return IndexJob(
+        indexer=inputs.image,
+        root=root,
+        steps=steps,
+        local_steps=(N_AUTO,) if pin else (),
+        indexer_args=args,
+        requested_env_vars=NODE_ENV,
+        why=why + (f"; Node version pinned by {pin}" if pin else ""),
+    )
+
+
+async def _node_pin(inputs: Inputs, present: set[str], root: str) -> str:
+    """The file that pins the Node version for `root` (nearest first), or ""."""
+    for directory in reversed(_ancestors(root)):
+        for name in NODE_PIN_FILES:
+            if _join(directory, name) in present:
+                return _join(directory, name)
+        manifest = _join(directory, "package.json")
+        if manifest in present and await _engines_node(inputs.tree, manifest):
+            return f"{manifest} (engines.node)"
+    return ""
+
+
+async def _engines_node(tree: Tree, manifest: str) -> bool:
+    """Whether package.json at `manifest` names a Node version in `engines`."""
+    text = await tree.read(manifest)
+    if text is None:
+        return False
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    engines = data.get("engines") if isinstance(data, dict) else None
+    return isinstance(engines, dict) and isinstance(engines.get("node"), str)
+
+
 async def _node_installs(
-    inputs: Inputs, present: set[str], root: str, *, infer: bool
+    inputs: Inputs, present: set[str], root: str, *, infer: bool, pinned: bool = False
 ) -> tuple[Step, ...]:
     """An install step for every directory from the top down to `root` that has package.json."""
     steps = []
@@ -179,7 +242,7 @@ async def _node_installs(
         # are not run.
         if infer:
             command += " --ignore-scripts"
-        steps.append(Step(directory, inputs.image, (command,)))
+        steps.append(Step(directory, inputs.image, (N_AUTO, command) if pinned else (command,)))
     return tuple(steps)
 
 

@@ -21,6 +21,8 @@ import httpx
 from pydantic import ValidationError
 
 from offload import __version__
+from offload.executor import uploads
+from offload.executor.uploads import Digest
 from offload.http import client
 from offload.protocol import routes
 from offload.protocol.wire import (
@@ -362,6 +364,44 @@ class ExecutorClient:
         """Hand an unfinished job back."""
         await self._finish(lease, "release")
 
+    async def upload(self, lease: Lease, fd: int, digest: Digest) -> dict[str, Any]:
+        """Send the file at `fd` (its first `digest.size` bytes) to the upload route as the
+        job's; retried from its start through outages. UploadRefused when the server refuses
+        it (too large, a checksum that differs), NotOwned when the job is no longer ours."""
+        held = self._held[lease.id]
+        headers = {
+            **self._job_headers(held),
+            routes.UPLOAD_SHA256_HEADER: digest.sha256,
+            "Content-Length": str(digest.size),
+            "Content-Type": "application/octet-stream",
+        }
+        delay = self.retry_delay
+        for attempt in range(1, RETRIES + 1):
+            try:
+                response = await self.http.post(
+                    routes.UPLOADS, content=uploads.chunks(fd, digest.size), headers=headers
+                )
+            except httpx.TransportError as exc:
+                if attempt == RETRIES:
+                    raise ServerError(f"upload of job {held.job_id}: {exc}") from exc
+                log.warning("upload of job %s failed (%s); retrying", held.job_id, exc)
+            else:
+                if response.status_code in (401, 404):
+                    raise NotOwned(Lease(held.queue, held.job_id, self.name, held.token), "upload")
+                if 400 <= response.status_code < 500:
+                    raise uploads.UploadRefused(
+                        f"the server refused the upload ({response.status_code}): "
+                        f"{_error_text(response)}"
+                    )
+                if response.status_code < 300:
+                    answer: dict[str, Any] = response.json()
+                    return answer
+                if attempt == RETRIES:
+                    self._check(response, f"upload of job {held.job_id}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 15.0)
+        raise AssertionError("unreachable")
+
     # -- logs -----------------------------------------------------------------------------
 
     @staticmethod
@@ -384,3 +424,14 @@ class ExecutorClient:
         await self._job_call(
             lease, "updateExecutionLogEntry", {**self._entry(entry), "entryId": entry_id}
         )
+
+
+def _error_text(response: httpx.Response) -> str:
+    """The message of an error answer: its JSON `detail` or `error`, else its text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    if isinstance(body, dict):
+        return str(body.get("detail") or body.get("error") or body)[:500]
+    return str(body)[:500]

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from offload.executor import bundle, workspace
+from offload.executor import bundle, uploads, workspace
 from offload.executor.client import RETRIES, ExecutorClient
 from offload.executor.cmdlog import Command, CommandLog, OutputLimitReached
 from offload.executor.disks import Disk, Disks
@@ -38,7 +38,7 @@ from offload.executor.runtimes.base import (
     Step,
     StepUnsupported,
 )
-from offload.protocol.wire import DockerStep, Job, StepMount
+from offload.protocol.wire import DockerStep, Job, JobUpload, StepMount
 from offload.queue.consumer import JobFailed
 from offload.queue.record import Lease, NotOwned, Record
 
@@ -109,6 +109,11 @@ def plan(job: Job) -> list[RuntimeStep | HostStep]:
         except HostToolRefused as exc:
             raise JobFailed(str(exc)) from exc
         steps[key] = HostStep(key, command, list(cli_step.commands), cli_step.dir)
+    for upload in job.uploads:
+        try:
+            uploads.check_path(upload)
+        except uploads.UploadRefused as exc:
+            raise JobFailed(str(exc)) from exc
     if not job.sequence:
         return list(steps.values())
     for key, count in Counter(job.sequence).items():
@@ -217,6 +222,8 @@ class JobHandler:
         try:
             try:
                 await self._run(job, steps, root, logs, disk, base)
+                for upload in job.uploads:
+                    await self._upload(upload, lease, root, logs)
             finally:
                 # Every log write lands before the job is reported finished.
                 await asyncio.shield(logs.drain())
@@ -409,6 +416,21 @@ class JobHandler:
             raise StepFailed(failure)
         if code != 0:
             raise StepFailed(f"step {planned.key} exited with code {code}")
+
+    async def _upload(self, upload: JobUpload, lease: Lease, root: Path, logs: CommandLog) -> None:
+        """Send one file the steps left to the server; a missing or unsafe one fails the job."""
+        async with logs.command(upload.key, ["upload", upload.path]) as command:
+            try:
+                with uploads.open_within(root, upload) as fd:
+                    digest = await asyncio.to_thread(uploads.digest, fd)
+                    command.note(f"{upload.path}: {digest.size} bytes, sha256 {digest.sha256}")
+                    answer = await self.client.upload(lease, fd, digest)
+            except uploads.UploadRefused as exc:
+                command.note(str(exc))
+                command.exit_code = 1
+                raise JobFailed(str(exc)) from exc
+            command.note(f"uploaded as upload {answer.get('id', '?')}")
+            command.exit_code = 0
 
     async def _host_step(self, planned: HostStep, root: Path, logs: CommandLog) -> None:
         host = workspace.host_dir(root)

@@ -137,19 +137,7 @@ def jobs_router(service: JobService, auth: Authenticator, audit: AuditLog) -> AP
         job_id: IdPath, principal: Principal = Depends(auth.require)
     ) -> list[dict[str, Any]]:
         await found(principal, job_id)
-        return [
-            {
-                "id": e.id,
-                "attempt": e.attempt,
-                "key": e.key,
-                "command": e.command,
-                "startTime": e.start_time.isoformat(),
-                "exitCode": e.exit_code,
-                "durationMs": e.duration_ms,
-                "out": e.out,
-            }
-            for e in await service.logs(job_id)
-        ]
+        return [e.to_json() for e in await service.logs(job_id)]
 
     @router.post("/{job_id}/cancel", responses=documented(403, 404, 409, 422))
     async def cancel(

@@ -27,6 +27,11 @@ def git(repo: str) -> str:
 
 AUTH_CHECK = f"{PREFIX}/test/auth"
 
+# offload: where a job's uploads go (with its job token), e.g. an index job's index.scip.
+UPLOADS = f"{PREFIX}/uploads"
+# The upload's sha256 (hex) as the executor computed it; the server refuses a body that differs.
+UPLOAD_SHA256_HEADER = "X-Offload-Upload-SHA256"
+
 # Headers of per-job calls, next to `Authorization: Bearer <job token>`.
 JOB_ID_HEADER = "X-Offload-Job-ID"
 EXECUTOR_NAME_HEADER = "X-Offload-Executor-Name"

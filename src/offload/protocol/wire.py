@@ -114,6 +114,15 @@ class JobFile(Wire):
     content: str
 
 
+class JobUpload(Wire):
+    """offload: a file the job leaves in its workspace, sent to the server once every step
+    succeeded (an index job's `index.scip`)."""
+
+    key: str = Field(default="upload", max_length=MAX_KEY)
+    # Relative to the workspace root; the executor opens it without following symlinks.
+    path: str = Field(min_length=1, max_length=4096)
+
+
 class Job(Wire):
     """What the executor receives from a dequeue."""
 
@@ -140,6 +149,8 @@ class Job(Wire):
     # job's logs and steps can tell a re-run from its first run; servers that do not send it
     # mean 1.
     attempt: int = Field(default=1, ge=1)
+    # offload: files sent to the server's upload route after the last step succeeded.
+    uploads: list[JobUpload] = Field(default_factory=list, max_length=16)
     # offload: more jobs of the same repository, commit and checkout options, leased to this
     # executor with this one. It checks the repository out once and runs each of them in its
     # own copy, reporting each job (logs, outcome) with that job's own id and token.

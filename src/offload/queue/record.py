@@ -123,6 +123,19 @@ class LogEntry:
             attempt=int(row["attempt"]),
         )
 
+    def to_json(self) -> dict[str, Any]:
+        """The entry as the API shows it (a job's logs, an index job's)."""
+        return {
+            "id": self.id,
+            "attempt": self.attempt,
+            "key": self.key,
+            "command": self.command,
+            "startTime": self.start_time.isoformat(),
+            "exitCode": self.exit_code,
+            "durationMs": self.duration_ms,
+            "out": self.out,
+        }
+
 
 @dataclass(frozen=True)
 class LogSlice:

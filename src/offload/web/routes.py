@@ -23,6 +23,8 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response, Str
 from starlette.types import Receive, Scope, Send
 
 from offload.batches.service import BatchService
+from offload.codeintel.navigation import Navigator
+from offload.codeintel.service import IndexService
 from offload.dispatch.dispatcher import Dispatcher
 from offload.dispatch.grants import QueueGrants
 from offload.dispatch.registry import ExecutorRegistry
@@ -98,6 +100,8 @@ class WebServices:
     syncer: Syncer
     pulls: PullRequests
     secrets: Secrets
+    codeintel: IndexService
+    navigator: Navigator
 
 
 def web_router(pages: Pages, services: WebServices) -> APIRouter:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from offload.batches import expirer, reconciler, resolver
 from offload.batches import syncer as changeset_syncer
+from offload.codeintel import popularity, scheduler
+from offload.codeintel.uploads import janitor as uploads_janitor
+from offload.codeintel.uploads import processor as uploads_processor
 from offload.identity import janitor as identity_janitor
 from offload.repos import syncer
 from offload.worker import janitor, queue_size, resetter
@@ -31,6 +34,18 @@ JOBS: dict[str, WorkerJob] = {
     ),
     "batches.spec-expirer": WorkerJob(
         "Deletes batch specs that were never applied, once they are old.", expirer.build
+    ),
+    "codeintel.popularity": WorkerJob(
+        "Folds code-navigation usage events into the repositories' ranking.", popularity.build
+    ),
+    "codeintel.scheduler": WorkerJob(
+        "Queues the index jobs of the next repositories in ranking order.", scheduler.build
+    ),
+    "codeintel.uploads": WorkerJob(
+        "Processes uploaded indexes into documents, symbols and ranges.", uploads_processor.build
+    ),
+    "codeintel.uploads-janitor": WorkerJob(
+        "Deletes expired uploads and the documents no upload uses.", uploads_janitor.build
     ),
     "identity.janitor": WorkerJob(
         "Deletes ended sessions and audit entries past their retention.", identity_janitor.build
