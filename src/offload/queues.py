@@ -75,6 +75,7 @@ def executor_queues(settings: Settings, secrets: Secrets) -> dict[str, ExecutorQ
         codeintel.SPEC,
         partial(index_transform.to_executor_job, secrets=secrets),
         weight=weights.get(codeintel.NAME, 1),
+        finish=index_transform.finish,
     )
     return queues
 

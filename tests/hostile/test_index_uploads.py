@@ -249,3 +249,17 @@ def test_the_executor_reads_only_regular_files_inside_the_workspace(tmp_path: Pa
             raise AssertionError(f"{path} was opened")
     # Nothing was left open: the executor runs for months.
     assert len(os.listdir("/proc/self/fd")) == open_before
+
+
+async def test_an_index_job_reported_done_without_its_index_fails_saying_why(
+    db: Database, site: tuple[str, Path]
+) -> None:
+    url, _ = site
+    client, lease = await held_job(db, url)
+    try:
+        await client.mark_complete(lease)
+    finally:
+        await client.close()
+    (row,) = await db.fetch("SELECT state, failure_message FROM codeintel_index_jobs")
+    assert row["state"] == "failed"
+    assert "reported success but sent no index" in row["failure_message"]

@@ -15,9 +15,9 @@ from typing import Any
 
 from offload.codeintel.config import DEFAULT_OUTFILE
 from offload.db.base import Database
-from offload.dispatch.queue import TransformError
+from offload.dispatch.queue import FinishError, TransformError
 from offload.protocol.wire import DockerStep, Job, JobUpload
-from offload.queue.record import Record
+from offload.queue.record import LogEntry, Record
 from offload.secrets.cipher import CipherError
 from offload.secrets.store import GLOBAL, Secrets, UnknownSecret, placeholder
 
@@ -101,3 +101,18 @@ async def to_executor_job(record: Record, db: Database, *, secrets: Secrets) -> 
             JobUpload(key="upload", path=_within_checkout(posixpath.join(root, outfile))),
         ],
     )
+
+
+async def finish(record: Record, db: Database, logs: list[LogEntry], succeeded: bool) -> None:
+    """An index job that reports success must have sent its index (an executor that predates
+    uploads would complete it without one): else it fails, saying why."""
+    if not succeeded:
+        return
+    rows = await db.fetch(
+        "SELECT upload_id FROM codeintel_index_jobs WHERE id = :id", {"id": record.id}
+    )
+    if not rows or rows[0]["upload_id"] is None:
+        raise FinishError(
+            f"index job {record.id} reported success but sent no index; executors send it "
+            "to /.executors/uploads after the last step (upgrade an executor that does not)"
+        )
