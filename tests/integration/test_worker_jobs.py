@@ -321,19 +321,31 @@ async def test_a_worker_whose_jobs_keep_failing_restarts_them_and_stops_on_sigte
                 "batches.reconciler",
                 "batches.syncer",
                 "batches.spec-expirer",
+                "codeintel.popularity",
+                "codeintel.scheduler",
+                "codeintel.uploads",
+                "codeintel.uploads-janitor",
                 "identity.janitor",
             ]
+            queues = (
+                "default",
+                "batches",
+                "batch_resolutions",
+                "changesets",
+                "codeintel",
+                "codeintel.uploads",
+            )
             assert set(health["routines"]) == {
-                *(
-                    f"{job}:{queue}"
-                    for job in health["jobs"][:3]
-                    for queue in ("default", "batches", "batch_resolutions", "changesets")
-                ),
+                *(f"{job}:{queue}" for job in health["jobs"][:3] for queue in queues),
                 "repos.syncer",
                 "batches.resolver",
                 "batches.reconciler",
                 "batches.syncer",
                 "batches.spec-expirer",
+                "codeintel.popularity",
+                "codeintel.scheduler",
+                "codeintel.uploads",
+                "codeintel.uploads-janitor",
                 "identity.janitor",
                 "worker.heartbeat",
             }

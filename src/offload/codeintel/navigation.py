@@ -234,12 +234,23 @@ class Navigator:
             ]
         own = [u.id for u in anchor.uploads]
         out: list[Location] = []
-        for ranges in await self.store.symbol_ranges(own, symbol):
-            wanted = ranges.definitions + (ranges.references if references else ())
-            for where in wanted:
-                loc = await self._located(anchor, ranges.path, where)
-                if loc is not None:
-                    out.append(loc)
+        # Answers stop past MAX_LOCATIONS: every file read holds at least one location, so
+        # no more files than that are read, and each row's other column is not decoded.
+        found = await self.store.symbol_ranges(
+            own, symbol, definitions_only=not references, limit=MAX_LOCATIONS + 1
+        )
+        same = anchor.indexed == anchor.commit
+        for ranges in found:
+            wanted = ranges.definitions + ranges.references
+            if same:  # nothing to carry through a diff
+                out.extend(Location(repo, anchor.commit, ranges.path, w) for w in wanted)
+            else:
+                for where in wanted:
+                    loc = await self._located(anchor, ranges.path, where)
+                    if loc is not None:
+                        out.append(loc)
+            if len(out) > MAX_LOCATIONS:
+                return out
         if references:
             others = await self._package_uploads(symbol, exclude_repo=repo, defining=False)
         elif not out:
@@ -247,10 +258,15 @@ class Navigator:
         else:
             others = []
         by_id = {u.id: u for u in others}
-        for ranges in await self.store.symbol_ranges(list(by_id), symbol):
+        elsewhere = await self.store.symbol_ranges(
+            list(by_id), symbol, definitions_only=not references, limit=MAX_LOCATIONS + 1
+        )
+        for ranges in elsewhere:
             other = by_id[ranges.upload_id]
-            wanted = ranges.definitions + (ranges.references if references else ())
+            wanted = ranges.definitions + ranges.references
             out.extend(Location(other.repo_name, other.commit_sha, ranges.path, w) for w in wanted)
+            if len(out) > MAX_LOCATIONS:
+                break
         return out
 
     async def _package_uploads(
@@ -295,16 +311,14 @@ class Navigator:
         docs = anchor.document.hover.get(symbol)
         if not docs and not symbol.startswith("local "):
             own = [u.id for u in anchor.uploads]
-            places = [r for r in await self.store.symbol_ranges(own, symbol) if r.definitions]
+            places = await self.store.symbol_ranges(own, symbol, definitions_only=True, limit=3)
             if not places:
                 others = await self._package_uploads(
                     symbol, exclude_repo=anchor.upload.repo_name, defining=True
                 )
-                places = [
-                    r
-                    for r in await self.store.symbol_ranges([u.id for u in others], symbol)
-                    if r.definitions
-                ]
+                places = await self.store.symbol_ranges(
+                    [u.id for u in others], symbol, definitions_only=True, limit=3
+                )
             for place in places[:3]:
                 found = await self._document_in(place.upload_id, place.path)
                 if found is not None and found.hover.get(symbol):

@@ -10,6 +10,7 @@ ahead.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +35,9 @@ SOURCES = {
     "sourcegraph.yaml": "sourcegraph.yaml",
     "inference": "inferred",
 }
+
+# Full commit ids resolve() remembers having found (the least recently asked go first).
+KNOWN_COMMITS = 4096
 
 # A (repository, commit, root, indexer) in one of these states is not queued again.
 _EXISTING = f"""
@@ -207,6 +211,7 @@ class IndexService:
         self.mirrors = mirrors
         self.clock = clock or SystemClock()
         self.store = SqlQueueStore(db, INDEX_JOBS, clock=self.clock)
+        self._known_commits: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     # -- configuration --------------------------------------------------------------------
 
@@ -243,6 +248,11 @@ class IndexService:
     async def resolve(self, repo: str, rev: str | None) -> str:
         """The commit `rev` (default: the head of the default branch) names in `repo`."""
         await self._require(repo)
+        # A full commit id found once is found again (commits do not change): code navigation
+        # asks for the same few commits thousands of times, and git costs milliseconds each.
+        if rev is not None and (repo, rev) in self._known_commits:
+            self._known_commits.move_to_end((repo, rev))
+            return rev
         try:
             commit = await self.mirrors.resolve(repo, rev or "HEAD")
         except GitError as exc:
@@ -251,6 +261,10 @@ class IndexService:
             raise UnknownRepository(
                 f"repository {repo} has no revision {rev or 'HEAD'!r}; give a branch, tag or commit"
             )
+        if rev == commit:
+            self._known_commits[(repo, commit)] = None
+            if len(self._known_commits) > KNOWN_COMMITS:
+                self._known_commits.popitem(last=False)
         return commit
 
     async def select(self, repo: str, commit: str) -> Selection:

@@ -172,15 +172,31 @@ class CodeintelStore:
         # Decompressing a large document takes a while: off the event loop.
         return await asyncio.to_thread(decode_document, bytes(rows[0]["payload"]))
 
-    async def symbol_ranges(self, upload_ids: Sequence[int], symbol: str) -> list[SymbolRanges]:
-        """Where `symbol` is defined and referenced in these uploads, by upload and path."""
+    async def symbol_ranges(
+        self,
+        upload_ids: Sequence[int],
+        symbol: str,
+        *,
+        definitions_only: bool = False,
+        limit: int | None = None,
+    ) -> list[SymbolRanges]:
+        """Where `symbol` is defined and referenced in these uploads, by path then upload.
+
+        `definitions_only`: only the files that define it, without their references (a
+        popular symbol is referenced in thousands of files, defined in one); `limit`: at most
+        that many files, for answers that are cut at that many locations anyway.
+        """
         if not upload_ids:
             return []
         ids = {f"u{n}": int(i) for n, i in enumerate(upload_ids)}
+        refs = "NULL AS refs" if definitions_only else "r.refs"
+        where = " AND r.definitions IS NOT NULL" if definitions_only else ""
+        cap = f" LIMIT {int(limit)}" if limit is not None else ""
         rows = await self.db.fetch(
-            "SELECT r.upload_id, r.path, r.definitions, r.refs FROM codeintel_symbol_ranges r "
+            f"SELECT r.upload_id, r.path, r.definitions, {refs} FROM codeintel_symbol_ranges r "
             "JOIN codeintel_symbols s ON s.id = r.symbol_id WHERE s.name_sha256 = :sha AND "
-            f"r.upload_id IN ({', '.join(':' + k for k in ids)}) ORDER BY r.upload_id, r.path",
+            f"r.upload_id IN ({', '.join(':' + k for k in ids)}){where} "
+            f"ORDER BY r.path, r.upload_id{cap}",
             {"sha": symbol_sha256(symbol), **ids},
         )
         return [SymbolRanges.from_row(r) for r in rows]

@@ -128,4 +128,4 @@ def build(context: WorkerContext) -> list[Routine]:
     async def sweep() -> None:
         await janitor.sweep()
 
-    return [Periodic("codeintel.uploads.janitor", INTERVAL, sweep, sleep=context.sleep)]
+    return [Periodic("codeintel.uploads-janitor", INTERVAL, sweep, sleep=context.sleep)]
