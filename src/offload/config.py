@@ -173,6 +173,10 @@ class Settings(BaseSettings):
     codeintel_scheduler_interval: Duration = timedelta(minutes=2)
     codeintel_scheduler_batch_size: int = Field(default=100, ge=1, le=10_000)
     codeintel_min_index_interval: Duration = timedelta(hours=24)
+    # Whether index jobs' steps may use the network (`npm install`, `go mod download` of
+    # modules not in the repository): through the executor's granted-network namespace,
+    # which reaches neither the executor host nor private networks. Off: indexing offline.
+    codeintel_network: bool = False
     # How often codeintel.popularity folds usage events into the ranking.
     codeintel_popularity_interval: Duration = timedelta(minutes=1)
     # The largest index upload, in bytes, as sent (a gzip upload is capped again inflated).

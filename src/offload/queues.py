@@ -73,7 +73,9 @@ def executor_queues(settings: Settings, secrets: Secrets) -> dict[str, ExecutorQ
     )
     queues[codeintel.NAME] = ExecutorQueue(
         codeintel.SPEC,
-        partial(index_transform.to_executor_job, secrets=secrets),
+        partial(
+            index_transform.to_executor_job, secrets=secrets, network=settings.codeintel_network
+        ),
         weight=weights.get(codeintel.NAME, 1),
         finish=index_transform.finish,
     )

@@ -85,6 +85,10 @@ async def test_a_configured_job_becomes_steps_an_upload_and_redacted_secrets(
         assert step.env == ["NPM_TOKEN=npm_s3cr3t"]
     assert job.redacted_values == {"npm_s3cr3t": "${{ secrets.NPM_TOKEN }}"}
     assert indexer_name(configured.indexer) == "scip-typescript"
+    # A site that lets index jobs reach the network (OFFLOAD_CODEINTEL_NETWORK) says so in
+    # the job: the executor then gives its steps the granted-network namespace.
+    online = await to_executor_job(record, db, secrets=secrets, network=True)  # type: ignore[arg-type]
+    assert online.allow_network
 
 
 async def test_languages_without_an_indexer_here_are_ready_to_run_where_one_is(

@@ -64,9 +64,12 @@ def steps_of(job: dict[str, Any]) -> list[DockerStep]:
     return steps
 
 
-async def to_executor_job(record: Record, db: Database, *, secrets: Secrets) -> Job:
+async def to_executor_job(
+    record: Record, db: Database, *, secrets: Secrets, network: bool = False
+) -> Job:
     """The executor job of an index job record, with the global secrets its configuration
-    requests as env (bind `secrets` with functools.partial to make it a queue's Transform)."""
+    requests as env, and network access when the site gives index jobs it (bind `secrets`
+    and `network` with functools.partial to make it a queue's Transform)."""
     job = record.fields["job"]
     if not isinstance(job, dict) or "indexer" not in job:
         raise TransformError(f"index job {record.id} has a malformed payload")
@@ -97,6 +100,7 @@ async def to_executor_job(record: Record, db: Database, *, secrets: Secrets) -> 
         shallow_clone=True,
         docker_steps=steps,
         redacted_values=redacted,
+        allow_network=network,
         uploads=[
             JobUpload(key="upload", path=_within_checkout(posixpath.join(root, outfile))),
         ],
