@@ -223,3 +223,42 @@ async def test_bad_requests_are_refused_with_what_was_wrong(
         # The fixed routes still win over `{repo}/...`.
         job = await site.call("other", "GET", "/api/codeintel/indexes/99")
         assert job.status_code == 404 and "no index job 99" in job.text
+
+
+async def test_a_popular_symbols_references_stop_at_the_limit_in_path_order(
+    db: Database, db_url: DatabaseURL, tmp_path: Path
+) -> None:
+    """A symbol used in 1,300 files (two uses each): the answer holds the first 1,000 places
+    in path order and says it was cut, without the rest being needed."""
+    files = {f"pkg/m{n:04}.py": "from mypkg.util import greet\ngreet()\n" for n in range(1300)}
+    files["mypkg/util.py"] = UTIL
+    commit = make_repo(tmp_path / "src" / "wide", files)
+    mirrors = Mirrors.in_data_dir(tmp_path / "data")
+    await Syncer(RepoRegistry(db), mirrors).add(str(tmp_path / "src" / "wide"), name="wide")
+    documents = [("mypkg/util.py", [([0, 4, 9], GREET, DEF)], {})] + [
+        (path, [([0, 23, 28], GREET, 0), ([1, 0, 5], GREET, 0)], {})
+        for path in files
+        if path.startswith("pkg/")
+    ]
+    await Uploads(db, mirrors, tmp_path / "data" / "uploads").add(
+        "wide", commit, scip_index(documents)
+    )
+    async with served(db, db_url, tmp_path) as site:
+        refs = await navigate(
+            site, "wide", "references", commit=commit, path="mypkg/util.py", line=0, character=5
+        )
+        defs = await navigate(
+            site, "wide", "definitions", commit=commit, path="pkg/m0007.py", line=1, character=2
+        )
+    assert refs["truncated"] is True
+    got = places(refs)
+    assert len(got) == 1000
+    # Path order: the definition's file first, then the uses up to the limit.
+    uses = [
+        ("wide", f"pkg/m{n:04}.py", line, start, end)
+        for n in range(500)
+        for line, start, end in ((0, 23, 28), (1, 0, 5))
+    ]
+    assert got == [("wide", "mypkg/util.py", 0, 4, 9), *uses[:999]]
+    assert places(defs) == [("wide", "mypkg/util.py", 0, 4, 9)]
+    assert defs["truncated"] is False

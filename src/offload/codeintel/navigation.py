@@ -31,6 +31,8 @@ from offload.repos.mirror import Mirrors, run_git
 ANCESTORS = 50
 # Locations in one answer; more are cut, and the answer says `truncated`.
 MAX_LOCATIONS = 1_000
+# Files of a symbol read at once: a popular symbol's first page usually fills an answer.
+RANGES_PAGE = 100
 # Other repositories' uploads searched for references to a package.
 MAX_PACKAGE_UPLOADS = 20
 # Decoded documents kept: a reader clicking through one file decodes it once.
@@ -234,23 +236,28 @@ class Navigator:
             ]
         own = [u.id for u in anchor.uploads]
         out: list[Location] = []
-        # Answers stop past MAX_LOCATIONS: every file read holds at least one location, so
-        # no more files than that are read, and each row's other column is not decoded.
-        found = await self.store.symbol_ranges(
-            own, symbol, definitions_only=not references, limit=MAX_LOCATIONS + 1
-        )
+        # Answers stop past MAX_LOCATIONS: files are read a page at a time, and a page's ranges
+        # are decoded only as far as the answer needs them.
         same = anchor.indexed == anchor.commit
-        for ranges in found:
-            wanted = ranges.definitions + ranges.references
-            if same:  # nothing to carry through a diff
-                out.extend(Location(repo, anchor.commit, ranges.path, w) for w in wanted)
-            else:
-                for where in wanted:
-                    loc = await self._located(anchor, ranges.path, where)
-                    if loc is not None:
-                        out.append(loc)
-            if len(out) > MAX_LOCATIONS:
-                return out
+        after: tuple[str, int] | None = None
+        while len(out) <= MAX_LOCATIONS:
+            page = await self.store.symbol_ranges(
+                own, symbol, definitions_only=not references, limit=RANGES_PAGE, after=after
+            )
+            for ranges in page:
+                wanted = ranges.definitions + (ranges.references if references else ())
+                if same:  # nothing to carry through a diff
+                    out.extend(Location(repo, anchor.commit, ranges.path, w) for w in wanted)
+                else:
+                    for where in wanted:
+                        loc = await self._located(anchor, ranges.path, where)
+                        if loc is not None:
+                            out.append(loc)
+                if len(out) > MAX_LOCATIONS:
+                    return out
+            if len(page) < RANGES_PAGE:
+                break
+            after = (page[-1].path, page[-1].upload_id)
         if references:
             others = await self._package_uploads(symbol, exclude_repo=repo, defining=False)
         elif not out:
@@ -263,7 +270,7 @@ class Navigator:
         )
         for ranges in elsewhere:
             other = by_id[ranges.upload_id]
-            wanted = ranges.definitions + ranges.references
+            wanted = ranges.definitions + (ranges.references if references else ())
             out.extend(Location(other.repo_name, other.commit_sha, ranges.path, w) for w in wanted)
             if len(out) > MAX_LOCATIONS:
                 break

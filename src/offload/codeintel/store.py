@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from offload.codeintel.documents import StoredDocument, decode_document
@@ -93,22 +94,33 @@ class UploadRow:
 
 @dataclass(frozen=True)
 class SymbolRanges:
-    """Where one symbol occurs in one file of one upload."""
+    """Where one symbol occurs in one file of one upload (its ranges decoded when first read:
+    an answer cut at its limit never decodes the files it did not reach)."""
 
     upload_id: int
     path: str
-    definitions: tuple[Range, ...]
-    references: tuple[Range, ...]
+    encoded_definitions: bytes
+    encoded_references: bytes
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> SymbolRanges:
-        """Build from a codeintel_symbol_ranges row, its ranges decoded."""
+        """Build from a codeintel_symbol_ranges row."""
         return cls(
             upload_id=int(row["upload_id"]),
             path=row["path"],
-            definitions=tuple(decode_ranges(bytes(row["definitions"] or b""))),
-            references=tuple(decode_ranges(bytes(row["refs"] or b""))),
+            encoded_definitions=bytes(row["definitions"] or b""),
+            encoded_references=bytes(row["refs"] or b""),
         )
+
+    @cached_property
+    def definitions(self) -> tuple[Range, ...]:
+        """Where the symbol is defined in this file."""
+        return tuple(decode_ranges(self.encoded_definitions))
+
+    @cached_property
+    def references(self) -> tuple[Range, ...]:
+        """Where the symbol is used in this file."""
+        return tuple(decode_ranges(self.encoded_references))
 
 
 class CodeintelStore:
@@ -179,25 +191,32 @@ class CodeintelStore:
         *,
         definitions_only: bool = False,
         limit: int | None = None,
+        after: tuple[str, int] | None = None,
     ) -> list[SymbolRanges]:
         """Where `symbol` is defined and referenced in these uploads, by path then upload.
 
         `definitions_only`: only the files that define it, without their references (a
         popular symbol is referenced in thousands of files, defined in one); `limit`: at most
-        that many files, for answers that are cut at that many locations anyway.
+        that many files; `after`: the files after this (path, upload id), the next page.
         """
         if not upload_ids:
             return []
         ids = {f"u{n}": int(i) for n, i in enumerate(upload_ids)}
+        params: dict[str, Any] = {"sha": symbol_sha256(symbol), **ids}
         refs = "NULL AS refs" if definitions_only else "r.refs"
         where = " AND r.definitions IS NOT NULL" if definitions_only else ""
+        if after is not None:
+            where += (
+                " AND (r.path > :after_path OR (r.path = :after_path AND r.upload_id > :after_id))"
+            )
+            params.update(after_path=after[0], after_id=after[1])
         cap = f" LIMIT {int(limit)}" if limit is not None else ""
         rows = await self.db.fetch(
             f"SELECT r.upload_id, r.path, r.definitions, {refs} FROM codeintel_symbol_ranges r "
             "JOIN codeintel_symbols s ON s.id = r.symbol_id WHERE s.name_sha256 = :sha AND "
             f"r.upload_id IN ({', '.join(':' + k for k in ids)}){where} "
             f"ORDER BY r.path, r.upload_id{cap}",
-            {"sha": symbol_sha256(symbol), **ids},
+            params,
         )
         return [SymbolRanges.from_row(r) for r in rows]
 
