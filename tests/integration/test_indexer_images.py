@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from ci import unavailable
 from indexers import IndexerBuildFailed, indexer_tarball
+from indexfleet import SHAPES
 
 from offload.codeintel.config import IndexJob
 from offload.codeintel.inference import select_jobs
@@ -53,15 +54,7 @@ class Project:
 
 PYTHON = Project(
     "scip-python",
-    {
-        "pyproject.toml": '[project]\nname = "shapes"\nversion = "0.1.0"\n',
-        "shapes/__init__.py": "",
-        "shapes/area.py": "def square(side):\n    return side * side\n",
-        "shapes/report.py": (
-            "from shapes.area import square\n\n\n"
-            "def describe(side):\n    return f'area {square(side)}'\n"
-        ),
-    },
+    SHAPES,
     symbol="square().",
     defined=("shapes/area.py", 0, 4),
     used_in="shapes/report.py",

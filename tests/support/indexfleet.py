@@ -5,12 +5,13 @@ worker running the codeintel scheduler and upload processor, sandbox executors o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,34 @@ from indexers import IndexerBuildFailed, indexer_tarball
 
 from offload.codeintel.store import CodeintelStore, UploadRow
 from offload.db.connect import open_database
+from offload.db.url import DatabaseURL
 
 # The states an index job or an upload ends in.
 FINISHED = {"completed", "errored", "failed"}
+
+
+# A Python package of two modules: `square` defined in one, used in the other.
+SHAPES = {
+    "pyproject.toml": '[project]\nname = "shapes"\nversion = "0.1.0"\n',
+    "shapes/__init__.py": "",
+    "shapes/area.py": "def square(side):\n    return side * side\n",
+    "shapes/report.py": (
+        "from shapes.area import square\n\n\n"
+        "def describe(side):\n    return f'area {square(side)}'\n"
+    ),
+}
+
+
+@contextlib.contextmanager
+def serving_fleet(db_url: DatabaseURL, tmp_path: Path) -> Iterator[Fleet]:
+    """A server over `db_url` (uploads capped at 64 KiB), stopped with all it started."""
+    require_sandbox()
+    fleet = Fleet(db_url, tmp_path / "data", settings={"OFFLOAD_CODEINTEL_UPLOAD_LIMIT": "65536"})
+    fleet.start_server()
+    try:
+        yield fleet
+    finally:
+        fleet.stop_all()
 
 
 def require_sandbox() -> None:
