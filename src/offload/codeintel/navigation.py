@@ -31,7 +31,8 @@ from offload.repos.mirror import Mirrors, run_git
 ANCESTORS = 50
 # Locations in one answer; more are cut, and the answer says `truncated`.
 MAX_LOCATIONS = 1_000
-# Files of a symbol read at once: a popular symbol's first page usually fills an answer.
+# Files of a symbol read first (then twice as many each time): a popular symbol's first
+# pages usually fill an answer.
 RANGES_PAGE = 100
 # Other repositories' uploads searched for references to a package.
 MAX_PACKAGE_UPLOADS = 20
@@ -240,9 +241,10 @@ class Navigator:
         # are decoded only as far as the answer needs them.
         same = anchor.indexed == anchor.commit
         after: tuple[str, int] | None = None
+        size = RANGES_PAGE
         while len(out) <= MAX_LOCATIONS:
             page = await self.store.symbol_ranges(
-                own, symbol, definitions_only=not references, limit=RANGES_PAGE, after=after
+                own, symbol, definitions_only=not references, limit=size, after=after
             )
             for ranges in page:
                 wanted = ranges.definitions + (ranges.references if references else ())
@@ -255,9 +257,12 @@ class Navigator:
                             out.append(loc)
                 if len(out) > MAX_LOCATIONS:
                     return out
-            if len(page) < RANGES_PAGE:
+            if len(page) < size:
                 break
             after = (page[-1].path, page[-1].upload_id)
+            # Files that hold few places each: larger pages, so a symbol spread over
+            # thousands of files takes a few round trips, not ten.
+            size *= 2
         if references:
             others = await self._package_uploads(symbol, exclude_repo=repo, defining=False)
         elif not out:
